@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): ingest, message lineage, FHIR read/search, health."""

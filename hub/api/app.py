@@ -1,0 +1,52 @@
+"""The FastAPI application factory; ``hub serve`` runs it under uvicorn."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hub import __version__
+from hub.api import errors, health, ingest, messages
+from hub.runtime import Hub
+from hub.worker import run_worker
+
+
+def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
+    """The API over ``hub``; with ``inline_worker`` the process also drains the inbox."""
+    run_inline = hub.settings.inline_worker if inline_worker is None else inline_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if run_inline:
+            thread = threading.Thread(
+                target=run_worker, name="hub-worker", daemon=True,
+                args=(hub.pipeline, hub.engine, stop),
+                kwargs={"batch": hub.settings.worker_batch,
+                        "poll_secs": hub.settings.worker_poll_secs, "mappings": hub.mappings},
+            )
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=30)
+
+    app = FastAPI(
+        title="IoMT → FHIR hub",
+        version=__version__,
+        description="Device payloads and HL7v2 feeds in; FHIR R4 out. Every endpoint but "
+        "/health and /ready needs an API key (`hub keys create`).",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(ingest.router)
+    app.include_router(messages.router)
+    return app

@@ -1,0 +1,57 @@
+"""``hub serve`` (API + inline worker) and ``hub worker`` (inbox processing only)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from hub.api.app import create_app
+from hub.runtime import Hub
+from hub.settings import Settings
+from hub.store.db import upgrade
+from hub.worker import run_worker
+
+log = logging.getLogger("hub.serve")
+
+
+def serve(
+    host: str | None = typer.Option(None, help="listen address (default HUB_HOST)"),
+    port: int | None = typer.Option(None, help="listen port (default HUB_PORT)"),
+    worker: bool = typer.Option(True, "--worker/--no-worker",
+                                help="also process the inbox in this process"),
+    demo: bool = typer.Option(False, help="development only: create a demo key and post the "
+                                          "sample readings in fixtures/demo through the API"),
+    migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="run hub db upgrade first"),
+) -> None:
+    """Run the HTTP API (and, by default, a worker draining the inbox)."""
+    settings = Settings()
+    if migrate:
+        upgrade(settings.database_url)
+    hub = Hub.build(settings)
+    app = create_app(hub, inline_worker=worker)
+    listen_host, listen_port = host or settings.host, port or settings.port
+    if demo:
+        from hub.cli.demo import start_demo
+
+        start_demo(hub, f"http://{listen_host}:{listen_port}", Path("fixtures/demo"))
+    uvicorn.run(app, host=listen_host, port=listen_port, log_level="info", access_log=False)
+
+
+def worker(
+    batch: int | None = typer.Option(None, help="messages per transaction"),
+) -> None:
+    """Process the inbox until interrupted; run several on one PostgreSQL to share the work."""
+    settings = Settings()
+    hub = Hub.build(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("worker started")
+    run_worker(hub.pipeline, hub.engine, stop, batch=batch or settings.worker_batch,
+               poll_secs=settings.worker_poll_secs, mappings=hub.mappings)
+    log.info("worker stopped")

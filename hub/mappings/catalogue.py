@@ -1,0 +1,96 @@
+"""Load every mapping file under a directory into one immutable ``MappingSet``.
+
+Layout: ``devices/*.yaml`` (device mappings) and ``types/*.yaml`` (type catalogues). Files named
+``*.test.yaml`` are golden tests, not mappings. Loading reports the problems of *all* files at
+once; a set either loads whole or not at all, so a broken edit never half-replaces a good set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
+from pathlib import Path
+from typing import Any
+
+from hub.contracts import Measurement
+from hub.errors import ErrorLocation, MappingError, UnknownSourceError
+from hub.mappings.extract import CompiledDeviceMapping
+from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
+from hub.mappings.yamlfile import load_model
+
+
+def _mapping_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*.yaml") if not p.name.endswith(".test.yaml"))
+
+
+@dataclass(frozen=True)
+class MappingSet:
+    """All device mappings and measurement types, plus a fingerprint of the files they came from."""
+
+    devices: dict[str, CompiledDeviceMapping]
+    types: dict[str, TypeSpec]
+    fingerprint: str
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+    def extract(self, mapping: str, document: Any) -> list[Measurement]:
+        """``hub.contracts.MeasurementExtractor``: run the named device mapping."""
+        compiled = self.devices.get(mapping)
+        if compiled is None:
+            raise UnknownSourceError(f"no device mapping named '{mapping}'")
+        return compiled.extract(document)
+
+
+def fingerprint(root: Path) -> str:
+    """A hash over names, sizes and mtimes: cheap enough to poll for hot reload."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.yaml")) if root.is_dir() else []:
+        stat = path.stat()
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def load_mapping_set(root: Path, default_tz: tzinfo = UTC) -> MappingSet:
+    """Load and validate every mapping under ``root``; MappingError lists every problem."""
+    problems: list[ErrorLocation] = []
+    devices: dict[str, CompiledDeviceMapping] = {}
+    types: dict[str, TypeSpec] = {}
+    type_origin: dict[str, str] = {}
+    files: list[str] = []
+    for path in _mapping_files(root / "types"):
+        try:
+            catalogue = load_model(path, TypeCatalogue)
+        except MappingError as exc:
+            problems.extend(exc.problems or [ErrorLocation(str(path), None, None, "", exc.message)])
+            continue
+        files.append(str(path))
+        for name, spec in catalogue.types.items():
+            if name in types:
+                problems.append(ErrorLocation(str(path), None, None, f"types.{name}",
+                                              f"already defined in {type_origin[name]}"))
+            types[name], type_origin[name] = spec, str(path)
+    for path in _mapping_files(root / "devices"):
+        try:
+            mapping = load_model(path, DeviceMapping)
+        except MappingError as exc:
+            problems.extend(exc.problems or [ErrorLocation(str(path), None, None, "", exc.message)])
+            continue
+        files.append(str(path))
+        if mapping.name in devices:
+            problems.append(ErrorLocation(str(path), None, None, "name",
+                                          f"'{mapping.name}' already defined in "
+                                          f"{devices[mapping.name].file}"))
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        devices[mapping.name] = CompiledDeviceMapping(mapping, rel, default_tz)
+        for index, rule in enumerate(mapping.measurements):
+            for mtype in (rule.type_map or {}).values():
+                if mtype not in types:
+                    problems.append(ErrorLocation(str(path), None, None,
+                                                  f"measurements[{index}].type_map",
+                                                  f"unknown measurement type '{mtype}'"))
+    if problems:
+        raise MappingError(f"{len(problems)} problem(s) in mappings under {root}",
+                           problems=problems)
+    return MappingSet(devices, types, fingerprint(root), tuple(files))

@@ -1,0 +1,93 @@
+"""Load a YAML file into a pydantic model, reporting every problem as file:line:column.
+
+All errors are collected and raised at once (as Benthos lint and iomt-fhir's template loader do),
+so an analyst fixes a file in one pass rather than one error per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from hub.errors import ErrorLocation, MappingError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers → plain dicts/lists (pydantic validates plain data)."""
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _mark(root: Any, loc: tuple[int | str, ...]) -> tuple[int | None, int | None]:
+    """1-based line/column of the deepest node of ``loc`` that exists in the document."""
+    node, line, col = root, 1, 1
+    for part in loc:
+        try:
+            if isinstance(node, CommentedMap) and part in node:
+                ln, cl = node.lc.key(part)
+                line, col, node = ln + 1, cl + 1, node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+                ln, cl = node.lc.item(part)
+                line, col, node = ln + 1, cl + 1, node[part]
+            else:
+                break
+        except (AttributeError, KeyError, TypeError):
+            break
+    return line, col
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse YAML keeping line marks; a syntax error becomes a MappingError at its position."""
+    yaml = YAML(typ="rt")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.load(fh)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        column = mark.column + 1 if mark is not None else None
+        problem = ErrorLocation(str(path), line, column, "", f"YAML syntax: {exc.problem}")
+        raise MappingError(f"{path}: invalid YAML", problems=[problem]) from None
+    except OSError as exc:
+        raise MappingError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def validation_problems(path: Path, root: Any, error: ValidationError) -> list[ErrorLocation]:
+    """Turn a pydantic ValidationError over ``root`` into positioned problems."""
+    problems = []
+    for err in error.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        line, col = _mark(root, loc)
+        problems.append(ErrorLocation(str(path), line, col, _field_path(loc), err["msg"]))
+    return problems
+
+
+def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
+    """Read ``path`` and validate it as ``model``; every problem is reported at once."""
+    root = read_yaml(path)
+    if not isinstance(root, CommentedMap):
+        problem = ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")
+        raise MappingError(f"{path}: invalid mapping file", problems=[problem])
+    try:
+        return model.model_validate(_plain(root), context=context)
+    except ValidationError as exc:
+        raise MappingError(
+            f"{path}: invalid {model.__name__}", problems=validation_problems(path, root, exc)
+        ) from None

@@ -1,0 +1,1 @@
+"""Normalize: measurements → FHIR R4 resources. Pure functions, no I/O."""

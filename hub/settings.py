@@ -1,0 +1,61 @@
+"""Process settings, read from ``HUB_*`` environment variables (and ``.env``).
+
+Only the composition roots (the CLI and the API app factory) build a ``Settings``; every other
+module receives the values it needs as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "changethis"  # noqa: S105 - the sentinel that production refuses
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_mappings_dir() -> Path:
+    """``./mappings`` if the working directory has one, else the one shipped beside the package."""
+    local = Path("mappings")
+    return local if local.is_dir() else REPO_ROOT / "mappings"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Names map to ``HUB_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", description="production refuses default secrets"
+    )
+    database_url: str = Field(
+        "sqlite:///var/hub.db",
+        description="sqlite:///path (default, under the working directory) or "
+        "postgresql+psycopg://user@host/db",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL",
+        description="FULL fsyncs every commit so an acknowledged message survives power loss; "
+        "NORMAL survives process crashes only",
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(DEFAULT_SECRET), description="HMAC key for API-key hashes (pepper)"
+    )
+    max_body_bytes: int = Field(5 * 1024 * 1024, description="request bodies above this get 413")
+    mappings_dir: Path = Field(default_factory=_default_mappings_dir)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    inline_worker: bool = Field(True, description="hub serve also processes the inbox")
+    worker_batch: int = Field(64, description="inbound messages claimed per worker transaction")
+    worker_poll_secs: float = Field(0.05, description="idle wait between empty inbox polls")
+    default_timezone: str = Field("UTC", description="for source times that carry no offset")
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.env == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET:
+            raise ValueError(
+                "HUB_SECRET_KEY is still the default; set a random value in production"
+            )
+        return self

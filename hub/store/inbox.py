@@ -1,0 +1,172 @@
+"""The inbox: raw inbound messages, written durably before any acknowledgement.
+
+``receive`` is the only write on the acknowledge path. Work is shared between processes by
+``claim``: on PostgreSQL ``FOR UPDATE SKIP LOCKED`` inside the caller's transaction (a crash rolls
+the claim back); on SQLite, which has one writer at a time, the caller's transaction already
+holds the database write lock (``db.write_tx`` begins IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from hub.contracts import RawMessage
+from hub.store.db import as_utc, is_postgres, utcnow, write_tx
+from hub.store.models import InboundMessage
+
+T = InboundMessage.__table__  # type: ignore[attr-defined]
+
+STATUS_RECEIVED = "received"
+STATUS_PROCESSED = "processed"
+STATUS_PARTIAL = "partial"
+STATUS_FAILED = "failed"
+STATUS_QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What the acknowledger needs: the message id, and whether it was a repeat."""
+
+    message_id: str
+    duplicate: bool
+    status: str
+    reply: bytes | None = None
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def receive(
+    engine: Engine,
+    *,
+    source: str,
+    channel: str,
+    content_type: str,
+    body: bytes,
+    dedupe_key: str | None = None,
+    client: str | None = None,
+    status: str = STATUS_RECEIVED,
+    error: str | None = None,
+    reply: bytes | None = None,
+) -> Receipt:
+    """Durably store one inbound message and return its id; commit happens before returning.
+
+    ``dedupe_key`` (Idempotency-Key, vendor event id, MSH-3+4+10) defaults to the body hash. A
+    repeat returns the first message's receipt with ``duplicate=True`` and stores nothing.
+    ``status=failed`` with ``error`` keeps a message that was refused at the door.
+    """
+    digest = body_hash(body)
+    key = dedupe_key or f"sha256:{digest}"
+    existing = find_by_dedupe(engine, source, key)
+    if existing is not None:
+        return existing
+    message_id = str(uuid.uuid4())
+    row = {
+        "id": message_id, "source": source, "channel": channel, "received_at": utcnow(),
+        "content_type": content_type, "body": body, "sha256": digest, "dedupe_key": key,
+        "status": status, "error": error, "client": client, "reply": reply, "attempts": 0,
+    }
+    try:
+        with write_tx(engine) as conn:
+            conn.execute(T.insert(), row)
+    except IntegrityError:
+        # A concurrent twin won the unique (source, dedupe_key) race: answer with its receipt.
+        twin = find_by_dedupe(engine, source, key)
+        if twin is None:
+            raise
+        return twin
+    return Receipt(message_id, False, status, reply)
+
+
+def find_by_dedupe(engine: Engine, source: str, key: str) -> Receipt | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(T.c.id, T.c.status, T.c.reply).where(T.c.source == source,
+                                                        T.c.dedupe_key == key)
+        ).first()
+    return None if row is None else Receipt(row.id, True, row.status, row.reply)
+
+
+def set_reply(engine: Engine, message_id: str, reply: bytes) -> None:
+    """Remember the acknowledgement sent, so a duplicate gets the very same answer."""
+    with write_tx(engine) as conn:
+        conn.execute(update(T).where(T.c.id == message_id).values(reply=reply))
+
+
+def claim(conn: Connection, limit: int) -> list[RawMessage]:
+    """Received messages for this transaction to process, oldest first; see module docstring."""
+    query = (
+        select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at)
+        .where(T.c.status == STATUS_RECEIVED)
+        .order_by(T.c.seq)
+        .limit(limit)
+    )
+    if is_postgres(conn.engine):
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    return [RawMessage(r.id, r.source, r.content_type, bytes(r.body),
+                       as_utc(r.received_at) or utcnow()) for r in rows]
+
+
+def finish(
+    conn: Connection, message_id: str, status: str, *, error: str | None,
+    resource_refs: list[str],
+) -> None:
+    """Record the outcome of processing, in the same transaction as the resources."""
+    conn.execute(
+        update(T).where(T.c.id == message_id).values(
+            status=status, error=error, processed_at=utcnow(), attempts=T.c.attempts + 1,
+            resource_refs=orjson.dumps(resource_refs).decode() if resource_refs else None,
+        )
+    )
+
+
+def requeue(engine: Engine, *, status: str, message_ids: list[str] | None = None) -> int:
+    """Put messages of ``status`` (e.g. quarantined, failed) back in the queue (replay)."""
+    query = update(T).where(T.c.status == status)
+    if message_ids is not None:
+        query = query.where(T.c.id.in_(message_ids))
+    with write_tx(engine) as conn:
+        return int(conn.execute(query.values(status=STATUS_RECEIVED)).rowcount)
+
+
+def get(engine: Engine, message_id: str) -> dict[str, Any] | None:
+    """A message's status and lineage (no body: it may hold PHI and is served separately)."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(T.c.id, T.c.source, T.c.channel, T.c.received_at, T.c.content_type,
+                   T.c.sha256, T.c.status, T.c.error, T.c.resource_refs, T.c.processed_at,
+                   T.c.attempts).where(T.c.id == message_id)
+        ).first()
+    if row is None:
+        return None
+    return {
+        "id": row.id, "source": row.source, "channel": row.channel,
+        "receivedAt": _iso(row.received_at), "contentType": row.content_type,
+        "sha256": row.sha256, "status": row.status, "error": row.error,
+        "resources": orjson.loads(row.resource_refs) if row.resource_refs else [],
+        "processedAt": _iso(row.processed_at), "attempts": row.attempts,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    utc = as_utc(value)
+    return None if utc is None else utc.isoformat()
+
+
+def counts_by_status(engine: Engine) -> dict[str, int]:
+    from sqlalchemy import func
+
+    with engine.connect() as conn:
+        rows = conn.execute(select(T.c.status, func.count()).group_by(T.c.status)).all()
+    return {r[0]: int(r[1]) for r in rows}

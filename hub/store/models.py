@@ -1,0 +1,175 @@
+"""Tables, declared once with SQLModel. Alembic migrations (store/migrations) create them.
+
+Times are stored as UTC. Resource JSON is stored as text exactly as served, minus
+``meta.versionId``/``meta.lastUpdated``, which come from their columns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import DateTime as SADateTime
+from sqlmodel import Field, SQLModel
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(SADateTime(timezone=True), nullable=nullable, index=index)
+
+
+class InboundMessage(SQLModel, table=True):
+    """A raw inbound message, durable before it is acknowledged; the root of all lineage."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        UniqueConstraint("source", "dedupe_key", name="uq_inbound_dedupe"),
+        Index("ix_inbound_status_seq", "status", "seq"),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=36, unique=True, description="public message id (UUID)")
+    source: str = Field(max_length=64)
+    channel: str = Field(max_length=16, description="http, mllp, mqtt, file, fhir")
+    received_at: datetime = Field(sa_column=_ts())
+    content_type: str = Field(max_length=128)
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    sha256: str = Field(max_length=64)
+    dedupe_key: str = Field(max_length=200)
+    status: str = Field(max_length=16, description="received|processed|partial|failed|quarantined")
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    resource_refs: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    client: str | None = Field(default=None, max_length=64)
+    reply: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    attempts: int = 0
+    processed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Resource(SQLModel, table=True):
+    """A FHIR resource (current version) with the columns searches use."""
+
+    __tablename__ = "resource"
+    __table_args__ = (
+        Index("ix_resource_subject_code_eff", "res_type", "subject", "code", "effective"),
+        Index("ix_resource_type_eff", "res_type", "effective"),
+        Index("ix_resource_type_code", "res_type", "code"),
+        Index("ix_resource_type_updated", "res_type", "last_updated"),
+    )
+
+    res_type: str = Field(primary_key=True, max_length=64)
+    res_id: str = Field(primary_key=True, max_length=64)
+    version_id: int = 1
+    content_hash: str = Field(max_length=64, description="hash of the content without meta")
+    subject: str | None = Field(default=None, max_length=128)
+    code_system: str | None = Field(default=None, max_length=128)
+    code: str | None = Field(default=None, max_length=64)
+    category: str | None = Field(default=None, max_length=64)
+    status: str | None = Field(default=None, max_length=32)
+    effective: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_updated: datetime = Field(sa_column=_ts())
+    message_id: str | None = Field(default=None, max_length=36, index=True)
+    content: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ResourceToken(SQLModel, table=True):
+    """Extra searchable codings of a resource beyond its primary ``code`` column."""
+
+    __tablename__ = "resource_token"
+    __table_args__ = (Index("ix_token_lookup", "res_type", "param", "code", "system"),)
+
+    res_type: str = Field(primary_key=True, max_length=64)
+    res_id: str = Field(primary_key=True, max_length=64)
+    param: str = Field(primary_key=True, max_length=32)
+    system: str = Field(primary_key=True, max_length=128)
+    code: str = Field(primary_key=True, max_length=128)
+
+
+class RegistryIdentifier(SQLModel, table=True):
+    """Business identifier → resource id, for Patients and Devices (the identity registry)."""
+
+    __tablename__ = "registry_identifier"
+
+    res_type: str = Field(primary_key=True, max_length=16)
+    system: str = Field(primary_key=True, max_length=200)
+    value: str = Field(primary_key=True, max_length=200)
+    res_id: str = Field(max_length=64, index=True)
+
+
+class DeviceAssignment(SQLModel, table=True):
+    """Device ↔ patient for a validity period [start, end); end NULL means still assigned."""
+
+    __tablename__ = "device_assignment"
+    __table_args__ = (Index("ix_assignment_device_start", "device_id", "start"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(max_length=64)
+    patient_id: str = Field(max_length=64, index=True)
+    start: datetime = Field(sa_column=_ts())
+    end: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class OutboxItem(SQLModel, table=True):
+    """One resource version to deliver to one destination (filled by sync; written with the
+    resource in one transaction)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("destination", "res_type", "res_id", "version_id", name="uq_outbox_item"),
+        Index("ix_outbox_pending", "destination", "status", "next_attempt_at"),
+        Index("ix_outbox_order", "destination", "order_key", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    destination: str = Field(max_length=64)
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    version_id: int
+    order_key: str = Field(max_length=128, description="per-patient ordering key")
+    status: str = Field(default="pending", max_length=16, description="pending|delivered|dead")
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_ts())
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=_ts())
+    delivered_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class DeadLetter(SQLModel, table=True):
+    """Something that could not be processed or delivered, kept with the reason for replay."""
+
+    __tablename__ = "dead_letter"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16, description="inbound|delivery")
+    message_id: str | None = Field(default=None, max_length=36, index=True)
+    outbox_id: int | None = Field(default=None, index=True)
+    destination: str | None = Field(default=None, max_length=64)
+    stage: str = Field(max_length=32)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=_ts())
+    replayed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class ApiKey(SQLModel, table=True):
+    """A client's API key, stored as an HMAC; scoped to the sources it may post to."""
+
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=12)
+    sources: str = Field(max_length=1000, description="comma-separated sources, or *")
+    created_at: datetime = Field(sa_column=_ts())
+    revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class RuleState(SQLModel, table=True):
+    """Rolling per-patient state of one rule (baselines, counters): constant work per reading."""
+
+    __tablename__ = "rule_state"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    rule_id: str = Field(primary_key=True, max_length=64)
+    state: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(sa_column=_ts())

@@ -1,0 +1,1 @@
+"""Sync: deliver stored resources to destinations through the outbox."""

@@ -1,0 +1,91 @@
+"""OpenTelemetry: one trace per inbound message, a span per stage, counters per outcome.
+
+Off by default; the standard variables turn it on (``OTEL_TRACES_EXPORTER=otlp|console``,
+``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``...). Span attributes pass an allow-list of
+keys whose values are ids and counts the hub generated — never patient identifiers, names or
+values, which are PHI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+ALLOWED_ATTRIBUTES = frozenset({
+    "hub.source", "hub.message_id", "hub.channel", "hub.outcome", "hub.measurements",
+    "hub.resources", "hub.observations", "hub.batch", "hub.destination", "hub.status_code",
+})
+
+
+def _clean(attrs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        name = key if key.startswith("hub.") else f"hub.{key}"
+        if name not in ALLOWED_ATTRIBUTES:
+            raise ValueError(f"span attribute '{name}' is not on the PHI-safe allow-list")
+        out[name] = value
+    return out
+
+
+@dataclass
+class Telemetry:
+    """Tracer and counters; ``disabled()`` is a no-op twin for tests and ``hub convert``."""
+
+    tracer: trace.Tracer
+    messages: metrics.Counter | None
+
+    @classmethod
+    def disabled(cls) -> Telemetry:
+        return cls(trace.NoOpTracer(), None)
+
+    @classmethod
+    def from_env(cls, exporter: SpanExporter | None = None) -> Telemetry:
+        """Configure from OTEL_* variables; ``exporter`` (tests) forces an in-process exporter."""
+        chosen = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+        if exporter is None and chosen in ("", "none"):
+            return cls.disabled()
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "hub")})
+        provider = TracerProvider(resource=resource)
+        if exporter is not None:
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+        elif chosen == "console":
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        meter = MeterProvider(resource=resource).get_meter("hub")
+        counter = meter.create_counter("hub.messages", description="inbound messages by outcome")
+        return cls(provider.get_tracer("hub"), counter)
+
+    @contextmanager
+    def message_trace(self, source: str, message_id: str) -> Iterator[None]:
+        """A root span for one message: a new trace, not a child of the worker's batch."""
+        with self.tracer.start_as_current_span(
+            "hub.message", context=trace.set_span_in_context(trace.INVALID_SPAN),
+            attributes=_clean({"source": source, "message_id": message_id}),
+        ):
+            yield
+
+    @contextmanager
+    def span(self, stage: str, **attrs: Any) -> Iterator[None]:
+        with self.tracer.start_as_current_span(f"hub.{stage}", attributes=_clean(attrs)):
+            yield
+
+    def count_outcome(self, source: str, outcome: str) -> None:
+        if self.messages is not None:
+            self.messages.add(1, {"hub.source": source, "hub.outcome": outcome})
