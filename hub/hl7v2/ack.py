@@ -93,7 +93,7 @@ class AckError:
 
     @classmethod
     def from_parse_error(cls, err: Hl7ParseError) -> AckError:
-        return cls(err.code, err.reason, err.segment, err.sequence, err.field)
+        return cls(err.error_code, err.reason, err.segment, err.sequence, err.field)
 
 
 def ack_mode(msg: Message) -> AckMode:
@@ -249,24 +249,28 @@ def build_reject_ack(
     (else 2.5), and ASCII bytes. Without a usable header MSA-2 is empty.
     """
     hdr = _salvage_header(data)
-    version_raw = hdr.get(12, "")
-    version = version_raw if _VERSION.match(version_raw) else "2.5"
-    enhanced = bool(hdr.get(15) or hdr.get(16))
+    version = hdr.get("12", "")
+    if not _VERSION.match(version):
+        version = "2.5"
+    enhanced = bool(hdr.get("15") or hdr.get("16"))
     if isinstance(error, Hl7ParseError):
         error = AckError.from_parse_error(error)
     if error is None:
         error = AckError(ErrorCode.DATA_TYPE_ERROR, "message could not be parsed")
     enc = DEFAULT_ENCODING
-    header = ["MSH", enc.msh2, hdr.get(5, ""), hdr.get(6, ""), hdr.get(3, ""), hdr.get(4, ""),
-              _timestamp(now), "", _msh9(hdr.get(92, ""), _version_tuple(version), enc),
-              control_id or new_control_id(), hdr.get(11, "") or "P", version]
+    header = ["MSH", enc.msh2, hdr.get("5", ""), hdr.get("6", ""), hdr.get("3", ""),
+              hdr.get("4", ""), _timestamp(now), "",
+              _msh9(hdr.get("trigger", ""), _version_tuple(version), enc),
+              control_id or new_control_id(), hdr.get("11", "") or "P", version]
     code = AckCode.CR if enhanced else AckCode.AR
     segments = [_join(header, enc.field)]
-    segments.extend(_msa_err(code, hdr.get(10, ""), [error], None, _version_tuple(version), enc))
+    segments.extend(_msa_err(code, hdr.get("10", ""), [error], None, _version_tuple(version),
+                             enc))
     return ("\r".join(segments) + "\r").encode("ascii", errors="replace")
 
 
-def _salvage_header(data: bytes | str | None) -> dict[int, str]:
+def _salvage_header(data: bytes | str | None) -> dict[str, str]:
+    """MSH fields (keyed by number, and ``"trigger"``) safe to copy into a default-delimited ACK."""
     if data is None:
         return {}
     text = data.decode("latin-1") if isinstance(data, bytes) else data
@@ -276,19 +280,22 @@ def _salvage_header(data: bytes | str | None) -> dict[int, str]:
     fs = text[3]
     if fs.isalnum() or fs.isspace() or not fs.isprintable():
         return {}
-    line = re.split(r"[\r\n]", text, maxsplit=1)[0]
-    parts = line.split(fs)  # parts[n - 1] is MSH-n
-    default_delims = parts[1][:4] == DEFAULT_ENCODING.msh2 and fs == "|"
-    out: dict[int, str] = {}
+    parts = re.split(r"[\r\n]", text, maxsplit=1)[0].split(fs)  # parts[n - 1] is MSH-n
+    component = parts[1][:1] or "^"
+    # With the default delimiters a salvaged value is valid ER7 as it stands; with any others
+    # it is flattened to escaped text, since our reply uses the defaults.
+    as_is = fs == "|" and parts[1][:4] == DEFAULT_ENCODING.msh2
+    out: dict[str, str] = {}
     for n in (3, 4, 5, 6, 9, 10, 11, 12, 15, 16):
         value = parts[n - 1] if n - 1 < len(parts) else ""
         if not _SAFE.match(value):
-            continue
-        if n == 9 and default_delims:
-            pieces = value.split("^")
-            out[92] = pieces[1] if len(pieces) > 1 and _SAFE.match(pieces[1]) else ""
-            continue
-        if n in (12, 15, 16) or not default_delims:
-            value = value.split(parts[1][:1] or "^")[0] if n in (12, 15, 16) else escape(value)
-        out[n] = value
+            continue  # empty, too long, or not printable ASCII: leave it out
+        if n == 9:
+            pieces = value.split(component)
+            if len(pieces) > 1 and pieces[1].isalnum():
+                out["trigger"] = pieces[1]
+        elif n in (12, 15, 16):
+            out[str(n)] = value.split(component)[0]
+        else:
+            out[str(n)] = value if as_is else escape(value)
     return out

@@ -40,11 +40,11 @@ def split_batch(data: bytes) -> list[bytes]:
         name = line[:3]
         if not _NAME.match(name) or (len(line) > 3 and line[3:4].isalnum()):
             raise Hl7ParseError("malformed segment name", sequence=seq,
-                                code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                                error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
         sname = name.decode("ascii")
         if finished:
             raise Hl7ParseError("segment after the file trailer FTS", sname, sequence=seq,
-                                code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                                error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
         if name == b"MSH":
             current = [line]
             messages.append(current)
@@ -52,7 +52,7 @@ def split_batch(data: bytes) -> list[bytes]:
         elif name in (b"FHS", b"BHS"):
             if name == b"FHS" and seq != 1:
                 raise Hl7ParseError("file header FHS is not the first segment", sname,
-                                    sequence=seq, code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                                    sequence=seq, error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
             if name == b"BHS":
                 batches += 1
                 batch_messages = 0
@@ -65,11 +65,12 @@ def split_batch(data: bytes) -> list[bytes]:
             current = None
         elif current is None:
             raise Hl7ParseError("segment outside any message (no MSH before it)", sname,
-                                sequence=seq, code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                                sequence=seq, error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
         else:
             current.append(line)
     if not messages and not saw_header:
-        raise Hl7ParseError("input holds no MSH segment", code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+        raise Hl7ParseError("input holds no MSH segment",
+                            error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
     return [b"\r".join(segs) + b"\r" for segs in messages]
 
 
@@ -96,5 +97,5 @@ def _check_count(line: bytes, expected: int, name: str, seq: int) -> None:
         raise Hl7ParseError(
             f"{name}-1 count is {int(value)} but the {'batch' if name == 'BTS' else 'file'} "
             f"holds {expected}",
-            name, 1, sequence=seq, code=ErrorCode.SEGMENT_SEQUENCE_ERROR,
+            name, 1, sequence=seq, error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR,
         )

@@ -150,7 +150,7 @@ def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str, bool]:
             if codec != "ascii":
                 raise Hl7ParseError(
                     "message bytes are not valid in the character set declared in MSH-18",
-                    "MSH", 18, sequence=1, code=ErrorCode.DATA_TYPE_ERROR,
+                    "MSH", 18, sequence=1, error_code=ErrorCode.DATA_TYPE_ERROR,
                 ) from None
     try:
         return data.decode("utf-8"), "utf-8", True

@@ -314,7 +314,7 @@ def _decode_utf16(raw: bytes) -> str:
         return raw.decode("utf-16")
     except UnicodeDecodeError:
         raise Hl7ParseError("message starts with a UTF-16 byte-order mark but is not UTF-16",
-                            code=ErrorCode.DATA_TYPE_ERROR) from None
+                            error_code=ErrorCode.DATA_TYPE_ERROR) from None
 
 
 def _decode_with(raw: bytes, codec: str) -> str:
@@ -322,7 +322,7 @@ def _decode_with(raw: bytes, codec: str) -> str:
         return raw.decode(codec)
     except (UnicodeDecodeError, LookupError):
         raise Hl7ParseError("message bytes are not valid in the configured character set",
-                            code=ErrorCode.DATA_TYPE_ERROR) from None
+                            error_code=ErrorCode.DATA_TYPE_ERROR) from None
 
 
 def _declared_charset(raw: bytes) -> str | None:
@@ -372,14 +372,14 @@ def _split_segments(text: str, fs: str) -> list[str]:
 def _tokenize(text: str, codec: str, guessed: bool) -> Message:
     body = text.lstrip(_LEADING_JUNK)
     if not body.strip():
-        raise Hl7ParseError("message is empty", code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+        raise Hl7ParseError("message is empty", error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
     head = body[:3]
     if head != "MSH":
         if head in ("FHS", "BHS"):
             raise Hl7ParseError("input is a batch; split it into messages first", head,
-                                sequence=1, code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                                sequence=1, error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
         raise Hl7ParseError("message does not start with an MSH segment", sequence=1,
-                            code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                            error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
     eol = len(body)
     for terminator in ("\r", "\n"):
         i = body.find(terminator, 0, eol)
@@ -397,14 +397,14 @@ def _tokenize(text: str, codec: str, guessed: bool) -> Message:
         name = line[:3]
         if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != fs):
             raise Hl7ParseError("malformed segment name or missing field separator",
-                                sequence=seq, code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                                sequence=seq, error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
         fields = line.split(fs)
         if name in _HEADER_SEGMENTS:
             if seq > 1:
                 reason = ("second MSH segment: the input holds several messages"
                           if name == "MSH" else "batch header segment inside a message")
                 raise Hl7ParseError(reason, name, sequence=seq,
-                                    code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+                                    error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
             fields.insert(1, fs)  # so that index n is MSH-n, MSH-1 being the separator
         segments.append(Segment(name, fields, ctx, seq))
     return Message(text, segments, ctx, guessed)
@@ -423,4 +423,4 @@ def check_header(msg: Message) -> None:
                     (12, "version id")):
         if not msh.field(n).strip():
             raise Hl7ParseError(f"MSH-{n} {what} is missing", "MSH", n, sequence=1,
-                                code=ErrorCode.REQUIRED_FIELD_MISSING)
+                                error_code=ErrorCode.REQUIRED_FIELD_MISSING)

@@ -64,7 +64,8 @@ class Hl7ParseError(DataError):
     - ``segment``: the segment name (``"MSH"``, ``"OBX"``), or ``None`` when unknown/malformed.
     - ``field``: the 1-based field number as HL7 numbers it (MSH-1 is the field separator).
     - ``sequence``: the 1-based position of the segment in the message (ERR-2.2).
-    - ``code``: the HL7 table 0357 condition code an ACK should carry.
+    - ``error_code``: the HL7 table 0357 condition code an ACK should carry. (``code`` is the
+      FHIR issue type inherited from :class:`hub.errors.DataError`.)
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class Hl7ParseError(DataError):
         field: int | None = None,
         *,
         sequence: int | None = None,
-        code: ErrorCode = ErrorCode.DATA_TYPE_ERROR,
+        error_code: ErrorCode = ErrorCode.DATA_TYPE_ERROR,
     ) -> None:
         location = None
         if segment is not None:
@@ -86,7 +87,7 @@ class Hl7ParseError(DataError):
         self.segment = segment
         self.field = field
         self.sequence = sequence
-        self.code = code
+        self.error_code = error_code
 
 
 def _describe(reason: str, segment: str | None, field: int | None, sequence: int | None) -> str:

@@ -12,6 +12,9 @@ an inbound ``\\.br\\`` into ``"\\n"``.
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 from hub.hl7v2.encoding import DEFAULT_ENCODING, EncodingChars
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -26,7 +29,8 @@ def escape(text: str, enc: EncodingChars = DEFAULT_ENCODING) -> str:
     and every ASCII-compatible charset. Delimiters become ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`` (and
     ``\\P\\`` for the v2.7 truncation character); other control characters become ``\\Xhh\\``.
     """
-    if not _needs_escape(text, enc):
+    pattern = _special_chars(enc)
+    if pattern.search(text) is None:
         return text  # fast path: most values are plain
     e = enc.escape
     table = {
@@ -38,23 +42,19 @@ def escape(text: str, enc: EncodingChars = DEFAULT_ENCODING) -> str:
     }
     if enc.truncation is not None:
         table[enc.truncation] = f"{e}P{e}"
-    out: list[str] = []
-    for ch in text:
-        rep = table.get(ch)
-        if rep is not None:
-            out.append(rep)
-        elif ch < " " and ch != "\t":
-            out.append(f"{e}X{ord(ch):02X}{e}")
-        else:
-            out.append(ch)
-    return "".join(out)
+
+    def replace(m: re.Match[str]) -> str:
+        ch = m.group()
+        return table.get(ch) or f"{e}X{ord(ch):02X}{e}"
+
+    return pattern.sub(replace, text)
 
 
-def _needs_escape(text: str, enc: EncodingChars) -> bool:
-    for ch in text:
-        if ch < " " or ch in enc:
-            return True
-    return False
+@lru_cache(maxsize=32)
+def _special_chars(enc: EncodingChars) -> re.Pattern[str]:
+    # The delimiters plus every C0 control character except TAB.
+    delims = "".join(c for c in enc if c is not None)
+    return re.compile("[\\x00-\\x08\\x0a-\\x1f" + re.escape(delims) + "]")
 
 
 def unescape(text: str, enc: EncodingChars = DEFAULT_ENCODING, charset: str = "utf-8") -> str:
