@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from hub.errors import DataError
+
 JSON = Any  # a decoded JSON document (dict / list / str / number / bool / None)
 
 
@@ -66,12 +68,15 @@ class Extraction:
     patients: list[dict[str, Any]] = field(default_factory=list)  # Patient resources to upsert
     devices: list[dict[str, Any]] = field(default_factory=list)  # Device resources to upsert
     resources: list[dict[str, Any]] = field(default_factory=list)  # FHIR resources given as-is
+    errors: list[DataError] = field(default_factory=list)  # items that could not be extracted
 
 
 class MeasurementExtractor(Protocol):
     """Runs a named device mapping over a decoded document (provided by the hub)."""
 
-    def extract(self, mapping: str, document: JSON) -> list[Measurement]: ...
+    def extract(self, mapping: str, document: JSON) -> Extraction:
+        """Measurements found, plus one DataError per item that could not be read."""
+        ...
 
 
 class ConnectorConfig(BaseModel):
@@ -114,4 +119,4 @@ class Connector(ABC):
 
     def extract(self, document: JSON, mappings: MeasurementExtractor) -> Extraction:
         """Turn a decoded document into measurements; default: run the device mapping."""
-        return Extraction(measurements=mappings.extract(self.mapping_name, document))
+        return mappings.extract(self.mapping_name, document)

@@ -3,7 +3,7 @@
 ::
 
     HubError                    message is safe to show a user; internal_message is for operators
-    ├── ConfigurationError      a setting or config file is wrong: fix it and restart (fatal at start)
+    ├── ConfigurationError      a setting or config file is wrong: fix it, restart (fatal at start)
     ├── MappingError            a mapping file is wrong: refuse the file, keep the previous one
     ├── DataError               one inbound message is bad: keep it with the reason, dead-letter,
     │   │                       go on with the next message
@@ -48,7 +48,8 @@ class ErrorLocation:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        return f"{where}: {self.field}: {self.problem}" if self.field else f"{where}: {self.problem}"
+        field = f"{self.field}: " if self.field else ""
+        return f"{where}: {field}{self.problem}"
 
 
 class ConfigurationError(HubError):
@@ -94,7 +95,7 @@ class UnassignedDeviceError(DataError):
 
 
 class RetriableDeliveryError(HubError):
-    """Delivery failed transiently (5xx, timeout, reset, 429); ``retry_after`` in seconds if known."""
+    """Delivery failed transiently (5xx, timeout, reset, 429); ``retry_after`` in seconds."""
 
     code = "transient"
 

@@ -78,7 +78,8 @@ class Pipeline:
             document = connector.decode(raw.body, raw.content_type)
             extraction: Extraction = connector.extract(document, self.mappings())
         mapping_set = self.mappings()
-        out = Outcome(status=inbox.STATUS_PROCESSED)
+        out = Outcome(status=inbox.STATUS_PROCESSED,
+                      errors=[_describe(e) for e in extraction.errors])
         lineage = Lineage(raw.id, raw.source)
         unassigned = 0
         with self.telemetry.span("normalize", source=raw.source,
@@ -99,7 +100,7 @@ class Pipeline:
                     out.errors.append(_describe(exc))
         out.resources = (extraction.patients + extraction.devices + resolver.take_new()
                          + extraction.resources + out.resources)
-        total = len(extraction.measurements) + len(extraction.resources)
+        total = len(extraction.measurements) + len(extraction.resources) + len(extraction.errors)
         produced = total - len(out.errors)
         if out.errors and unassigned == len(out.errors) and produced == 0:
             out.status = inbox.STATUS_QUARANTINED

@@ -11,8 +11,8 @@ from hub.fhir.ids import stable_id
 def collection_bundle(resources: Iterable[dict[str, Any]], *, key: str) -> dict[str, Any]:
     """A ``collection`` Bundle (what ``hub convert`` prints); ``key`` makes its id stable."""
     entries = [
-        {"fullUrl": f"urn:uuid:{r['id']}" if _is_uuid(r["id"]) else f"{r['resourceType']}/{r['id']}",
-         "resource": r}
+        {"fullUrl": f"urn:uuid:{r['id']}" if _is_uuid(r["id"])
+         else f"{r['resourceType']}/{r['id']}", "resource": r}
         for r in resources
     ]
     return {

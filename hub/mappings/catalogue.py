@@ -13,7 +13,7 @@ from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
-from hub.contracts import Measurement
+from hub.contracts import Extraction
 from hub.errors import ErrorLocation, MappingError, UnknownSourceError
 from hub.mappings.extract import CompiledDeviceMapping
 from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
@@ -35,7 +35,7 @@ class MappingSet:
     fingerprint: str
     files: tuple[str, ...] = field(default_factory=tuple)
 
-    def extract(self, mapping: str, document: Any) -> list[Measurement]:
+    def extract(self, mapping: str, document: Any) -> Extraction:
         """``hub.contracts.MeasurementExtractor``: run the named device mapping."""
         compiled = self.devices.get(mapping)
         if compiled is None:

@@ -13,7 +13,7 @@ from typing import Any
 import jmespath
 from jmespath.parser import ParsedResult
 
-from hub.contracts import Identifier, Measurement
+from hub.contracts import Extraction, Identifier, Measurement
 from hub.errors import DataError
 from hub.mappings.schema import DeviceMapping, IdentifierExpr, MeasurementRule
 
@@ -83,38 +83,44 @@ class CompiledRule:
             return []
         return found if isinstance(found, list) else [found]
 
-    def run(self, document: Any, prefix: str) -> list[Measurement]:
-        out: list[Measurement] = []
+    def run(self, document: Any, prefix: str, into: Extraction) -> None:
+        """Append each item's measurement to ``into``; a bad item adds a DataError instead."""
         for index, item in enumerate(self._items(document)):
             where = f"{prefix}[{index}]"
-            scope = {"item": item, "root": document}
-            if self.match is not None and not self.match.search(scope):
+            try:
+                found = self._one(document, item, where)
+            except DataError as exc:
+                into.errors.append(exc)
                 continue
-            mtype = self.type.search(scope)
-            if self.rule.type_map is not None:
-                mtype = self.rule.type_map.get(str(mtype))
-                if mtype is None:
-                    continue  # a type this mapping deliberately does not carry
-            if not isinstance(mtype, str) or not mtype:
-                raise DataError("measurement type missing", location=where)
-            values = self._values(scope, where)
-            unit = self.unit.search(scope) if self.unit is not None else None
-            correlation = self.correlation.search(scope) if self.correlation is not None else None
-            out.append(
-                Measurement(
-                    type=mtype,
-                    time=parse_time(self.time.search(scope), self.rule.time_format,
-                                    self.default_tz, f"{where}.time"),
-                    device=self.device.evaluate(scope, where, "device"),
-                    patient=self._patient(scope, where),
-                    values=values,
-                    unit=None if unit is None else str(unit),
-                    correlation_id=None if correlation is None else str(correlation),
-                    mapping=self.mapping_ref,
-                    location=where,
-                )
-            )
-        return out
+            if found is not None:
+                into.measurements.append(found)
+
+    def _one(self, document: Any, item: Any, where: str) -> Measurement | None:
+        scope = {"item": item, "root": document}
+        if self.match is not None and not self.match.search(scope):
+            return None
+        mtype = self.type.search(scope)
+        if self.rule.type_map is not None:
+            mtype = self.rule.type_map.get(str(mtype))
+            if mtype is None:
+                return None  # a type this mapping deliberately does not carry
+        if not isinstance(mtype, str) or not mtype:
+            raise DataError("measurement type missing", location=where)
+        values = self._values(scope, where)
+        unit = self.unit.search(scope) if self.unit is not None else None
+        correlation = self.correlation.search(scope) if self.correlation is not None else None
+        return Measurement(
+            type=mtype,
+            time=parse_time(self.time.search(scope), self.rule.time_format,
+                            self.default_tz, f"{where}.time"),
+            device=self.device.evaluate(scope, where, "device"),
+            patient=self._patient(scope, where),
+            values=values,
+            unit=None if unit is None else str(unit),
+            correlation_id=None if correlation is None else str(correlation),
+            mapping=self.mapping_ref,
+            location=where,
+        )
 
     def _patient(self, scope: dict[str, Any], where: str) -> Identifier | None:
         if self.patient is None or self.patient.value.search(scope) in (None, ""):
@@ -147,11 +153,11 @@ class CompiledDeviceMapping:
         self.ref = f"{file}@v{mapping.version}"
         self.rules = [CompiledRule(r, self.ref, default_tz) for r in mapping.measurements]
 
-    def extract(self, document: Any) -> list[Measurement]:
-        """Every measurement the payload holds; DataError names where the first bad one is."""
-        out: list[Measurement] = []
+    def extract(self, document: Any) -> Extraction:
+        """Every measurement the payload holds, and a DataError for each item that is bad."""
+        out = Extraction()
         for rule in self.rules:
-            out.extend(rule.run(document, rule.rule.each or "$"))
-        if not out:
+            rule.run(document, rule.rule.each or "$", out)
+        if not out.measurements and not out.errors:
             raise DataError(f"no measurement matched mapping '{self.mapping.name}'")
         return out

@@ -3,7 +3,7 @@
 Two stages, as Azure iomt-fhir does:
 
 1. A *device mapping* (``mappings/devices/*.yaml``) finds measurements in a decoded payload with
-   JMESPath expressions. Item expressions see ``{"item": <one element of each>, "root": <payload>}``,
+   JMESPath expressions. Item expressions see ``{"item": <element of each>, "root": <payload>}``,
    so ``item.value`` reads the current reading and ``root.device.id`` the envelope. A constant is
    a JMESPath raw string literal: ``'urn:oid:1.2.3'``.
 2. A *type catalogue* (``mappings/types/*.yaml``) turns each measurement type into an Observation:

@@ -16,12 +16,16 @@ from sqlalchemy.engine import Connection
 class RulesStage(Protocol):
     """Evaluate rules over Observations just written; return resources to store and deliver."""
 
-    def evaluate(self, conn: Connection, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def evaluate(
+        self, conn: Connection, observations: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         ...
 
 
 class NoRules:
     """The stage when no rules are configured: produces nothing."""
 
-    def evaluate(self, conn: Connection, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def evaluate(
+        self, conn: Connection, observations: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         return []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel  # noqa: F401 - autogenerate may render sqlmodel types; prefer sa.String
 from alembic import op
 ${imports if imports else ""}
 

@@ -1,0 +1,1 @@
+"""Mapping files: declarations (schema), loading with positions, extraction, hot reload."""
