@@ -38,6 +38,7 @@ class RawMessage:
     content_type: str
     body: bytes
     received_at: datetime
+    traceparent: str | None = None  # W3C trace context of the intake, to continue its trace
 
 
 @dataclass(slots=True)

@@ -137,7 +137,7 @@ class Pipeline:
             with write_tx(engine) as conn:
                 claimed = inbox.claim(conn, limit)
                 for raw in claimed:
-                    with self.telemetry.message_trace(raw.source, raw.id):
+                    with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
                         outcomes.append((raw, self._process_isolated(conn, raw, resolver)))
         except BaseException:
             resolver.rolled_back()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -73,10 +73,26 @@ class Telemetry:
         return cls(provider.get_tracer("hub"), counter)
 
     @contextmanager
-    def message_trace(self, source: str, message_id: str) -> Iterator[None]:
-        """A root span for one message: a new trace, not a child of the worker's batch."""
+    def intake(self, source: str, channel: str) -> Iterator[dict[str, str]]:
+        """The root span of a message's trace; yields the carrier to store with the message."""
         with self.tracer.start_as_current_span(
-            "hub.message", context=trace.set_span_in_context(trace.INVALID_SPAN),
+            "hub.intake", context=trace.set_span_in_context(trace.INVALID_SPAN),
+            attributes=_clean({"source": source, "channel": channel}),
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            yield carrier
+
+    @contextmanager
+    def message_trace(
+        self, source: str, message_id: str, traceparent: str | None = None
+    ) -> Iterator[None]:
+        """Processing of one message: continues its intake trace, else starts a new one (never a
+        child of the worker's batch)."""
+        parent = (propagate.extract({"traceparent": traceparent}) if traceparent
+                  else trace.set_span_in_context(trace.INVALID_SPAN))
+        with self.tracer.start_as_current_span(
+            "hub.message", context=parent,
             attributes=_clean({"source": source, "message_id": message_id}),
         ):
             yield

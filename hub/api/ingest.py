@@ -68,13 +68,15 @@ async def intake(
     key = idempotency_key
     if key is None and document is not None:
         key = connector.event_id(document)
-    receipt = await run_in_threadpool(
-        inbox.receive, hub.engine, source=source, channel=channel, content_type=ctype,
-        body=body, dedupe_key=key, client=client_name,
-        status=inbox.STATUS_FAILED if error else inbox.STATUS_RECEIVED,
-        error=(f"{error.location}: {error.message}" if error and error.location
-               else (error.message if error else None)),
-    )
+    with hub.telemetry.intake(source, channel) as carrier:
+        receipt = await run_in_threadpool(
+            inbox.receive, hub.engine, source=source, channel=channel, content_type=ctype,
+            body=body, dedupe_key=key, client=client_name,
+            status=inbox.STATUS_FAILED if error else inbox.STATUS_RECEIVED,
+            error=(f"{error.location}: {error.message}" if error and error.location
+                   else (error.message if error else None)),
+            traceparent=carrier.get("traceparent"),
+        )
     hub.telemetry.count_outcome(source, "received")
     if error is not None or (receipt.status == inbox.STATUS_FAILED and receipt.duplicate):
         message = error.message if error else "this body was refused before"

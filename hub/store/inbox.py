@@ -58,6 +58,7 @@ def receive(
     status: str = STATUS_RECEIVED,
     error: str | None = None,
     reply: bytes | None = None,
+    traceparent: str | None = None,
 ) -> Receipt:
     """Durably store one inbound message and return its id; commit happens before returning.
 
@@ -75,6 +76,7 @@ def receive(
         "id": message_id, "source": source, "channel": channel, "received_at": utcnow(),
         "content_type": content_type, "body": body, "sha256": digest, "dedupe_key": key,
         "status": status, "error": error, "client": client, "reply": reply, "attempts": 0,
+        "traceparent": traceparent,
     }
     try:
         with write_tx(engine) as conn:
@@ -106,7 +108,7 @@ def set_reply(engine: Engine, message_id: str, reply: bytes) -> None:
 def claim(conn: Connection, limit: int) -> list[RawMessage]:
     """Received messages for this transaction to process, oldest first; see module docstring."""
     query = (
-        select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at)
+        select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at, T.c.traceparent)
         .where(T.c.status == STATUS_RECEIVED)
         .order_by(T.c.seq)
         .limit(limit)
@@ -115,7 +117,7 @@ def claim(conn: Connection, limit: int) -> list[RawMessage]:
         query = query.with_for_update(skip_locked=True)
     rows = conn.execute(query).all()
     return [RawMessage(r.id, r.source, r.content_type, bytes(r.body),
-                       as_utc(r.received_at) or utcnow()) for r in rows]
+                       as_utc(r.received_at) or utcnow(), r.traceparent) for r in rows]
 
 
 def finish(

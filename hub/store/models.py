@@ -40,6 +40,8 @@ class InboundMessage(SQLModel, table=True):
     resource_refs: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     client: str | None = Field(default=None, max_length=64)
     reply: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    traceparent: str | None = Field(default=None, max_length=64,
+                                    description="W3C trace context of the intake span")
     attempts: int = 0
     processed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 

@@ -76,6 +76,7 @@ def upgrade() -> None:
     sa.Column('resource_refs', sa.Text(), nullable=True),
     sa.Column('client', sa.String(length=64), nullable=True),
     sa.Column('reply', sa.LargeBinary(), nullable=True),
+    sa.Column('traceparent', sa.String(length=64), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('seq'),
