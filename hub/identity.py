@@ -12,12 +12,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from hub.contracts import Identifier, Measurement
 from hub.errors import UnassignedDeviceError
 from hub.fhir.ids import registry_id
-from hub.store import registry
+from hub.store import inbox, registry, resources
+from hub.store.db import write_tx
 
 _CACHE_LIMIT = 100_000
 
@@ -48,6 +49,9 @@ class IdentityResolver:
     def device(self, conn: Connection, ident: Identifier) -> str:
         return self._resolve(conn, "Device", ident)
 
+    def patient_by_identifier(self, conn: Connection, ident: Identifier) -> str:
+        return self._resolve(conn, "Patient", ident)
+
     def patient(self, conn: Connection, m: Measurement, device_id: str) -> str:
         if m.patient is not None:
             return self._resolve(conn, "Patient", m.patient)
@@ -74,3 +78,20 @@ class IdentityResolver:
     def rolled_back(self) -> None:
         self._pending.clear()
         self.new_resources = []
+
+
+def assign_device(
+    engine: Engine, device: Identifier, patient: Identifier, start: datetime,
+    end: datetime | None = None,
+) -> int:
+    """Assign a device to a patient for [start, end), registering both identifiers if new, and
+    put quarantined messages back in the queue so readings that waited for this assignment are
+    processed now (those still unplaced return to quarantine). Returns the assignment id."""
+    with write_tx(engine) as conn:
+        resolver = IdentityResolver({})
+        device_id = resolver.device(conn, device)
+        patient_id = resolver.patient_by_identifier(conn, patient)
+        resources.upsert(conn, resolver.take_new(), None)
+        assignment = registry.assign(conn, device_id, patient_id, start, end)
+        inbox.requeue_in(conn, status=inbox.STATUS_QUARANTINED)
+    return assignment

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 PG_ADMIN_URL = os.environ.get("HUB_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TEST_SECRET = "test-secret-not-for-production"  # noqa: S105
+TEST_SECRET = "test-secret-not-for-production"
 
 
 def _require_postgres() -> bool:

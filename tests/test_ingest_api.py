@@ -127,8 +127,8 @@ def test_wrong_content_type_415(hub: Hub, client: TestClient, api_key: str) -> N
 
 
 def test_body_over_cap_413_before_parsing(db_url: str) -> None:
-    from tests.conftest import make_settings
     from hub.telemetry import Telemetry
+    from tests.conftest import make_settings
 
     small = Hub.build(make_settings(db_url, max_body_bytes=1000), Telemetry.disabled())
     key = api_keys.create(small.engine, TEST_SECRET, "vendor-a", ["hub"])

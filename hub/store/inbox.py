@@ -135,11 +135,16 @@ def finish(
 
 def requeue(engine: Engine, *, status: str, message_ids: list[str] | None = None) -> int:
     """Put messages of ``status`` (e.g. quarantined, failed) back in the queue (replay)."""
+    with write_tx(engine) as conn:
+        return requeue_in(conn, status=status, message_ids=message_ids)
+
+
+def requeue_in(conn: Connection, *, status: str, message_ids: list[str] | None = None) -> int:
+    """``requeue`` inside the caller's transaction."""
     query = update(T).where(T.c.status == status)
     if message_ids is not None:
         query = query.where(T.c.id.in_(message_ids))
-    with write_tx(engine) as conn:
-        return int(conn.execute(query.values(status=STATUS_RECEIVED)).rowcount)
+    return int(conn.execute(query.values(status=STATUS_RECEIVED)).rowcount)
 
 
 def get(engine: Engine, message_id: str) -> dict[str, Any] | None:
