@@ -190,3 +190,20 @@ def test_messages_of_other_clients_are_hidden(hub: Hub, client: TestClient, api_
 def test_health_and_ready_need_no_key(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json()["status"] == "ready"
+
+
+def test_docs_in_development_but_not_in_production(db_url: str) -> None:
+    from hub.telemetry import Telemetry
+    from tests.conftest import make_settings
+
+    dev = Hub.build(make_settings(db_url, env="development"), Telemetry.disabled())
+    prod = Hub.build(make_settings(db_url, env="production"), Telemetry.disabled())
+    with TestClient(create_app(dev, inline_worker=False)) as c:
+        assert c.get("/docs").status_code == 200
+        assert "/ingest/{source}" in c.get("/openapi.json").json()["paths"]
+    with TestClient(create_app(prod, inline_worker=False)) as c:
+        assert c.get("/docs").status_code == 404
+        assert c.get("/openapi.json").status_code == 404
+        assert c.get("/health").status_code == 200
+    dev.engine.dispose()
+    prod.engine.dispose()

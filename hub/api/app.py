@@ -37,7 +37,13 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
             if thread is not None:
                 thread.join(timeout=30)
 
+    # Interactive docs help newcomers; in production every endpoint but /health and /ready needs
+    # a key, and a browser cannot send one to /docs, so the docs are off there.
+    docs = hub.settings.env != "production"
     app = FastAPI(
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
         title="IoMT → FHIR hub",
         version=__version__,
         description="Device payloads and HL7v2 feeds in; FHIR R4 out. Every endpoint but "
