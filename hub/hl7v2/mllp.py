@@ -12,6 +12,7 @@ Recovery rules, chosen so that one bad sender can neither crash nor stall a conn
   (0x1C cannot occur in HL7 text, and some senders omit the CR).
 - A start block inside a frame means the previous frame lost its end block: it is reported as
   ``UNTERMINATED`` (with its first bytes, so it can still be answered) and the new one starts.
+  So is a partial frame at end of stream. An empty one (two start blocks) is just GARBAGE.
 - A frame that grows past ``max_frame_bytes`` is reported as ``OVERSIZE`` as soon as it does,
   then everything is discarded until its end block or the next start block. Memory per
   connection therefore stays within ``max_frame_bytes`` plus one read.
@@ -117,8 +118,7 @@ class MllpDecoder:
         if garbage is not None:
             out.append(garbage)
         if self._state is _State.IN_FRAME:
-            out.append(FramingError(FramingErrorKind.UNTERMINATED, len(self._buf),
-                                    bytes(self._buf[:HEAD_BYTES])))
+            out.append(self._unterminated())
         self._state, self._buf, self._swallow_cr = _State.OUTSIDE, bytearray(), False
         return out
 
@@ -151,17 +151,18 @@ class MllpDecoder:
         chunk = memoryview(data)[pos:stop]
         if self._state is _State.IN_FRAME:
             if len(self._buf) + len(chunk) > self.max_frame_bytes:
+                # The head is the frame's first min(HEAD_BYTES, cap + 1) bytes: always
+                # available at this point, so it does not depend on how reads were chunked.
                 self._buf.extend(chunk[: max(0, HEAD_BYTES - len(self._buf))])
-                out.append(FramingError(FramingErrorKind.OVERSIZE,
-                                        self.max_frame_bytes + 1, bytes(self._buf[:HEAD_BYTES])))
+                head = bytes(self._buf[: min(HEAD_BYTES, self.max_frame_bytes + 1)])
+                out.append(FramingError(FramingErrorKind.OVERSIZE, self.max_frame_bytes + 1, head))
                 self._buf = bytearray()
                 self._state = _State.DISCARDING
             else:
                 self._buf.extend(chunk)
         if start >= 0:  # a new frame begins before this one ended
             if self._state is _State.IN_FRAME:
-                out.append(FramingError(FramingErrorKind.UNTERMINATED, len(self._buf),
-                                        bytes(self._buf[:HEAD_BYTES])))
+                out.append(self._unterminated())
             self._buf = bytearray()
             self._state = _State.IN_FRAME
             return start + 1
@@ -175,6 +176,15 @@ class MllpDecoder:
             self._swallow_cr = True
             return len(data)
         return len(data)
+
+
+    def _unterminated(self) -> FramingError:
+        # A start block with nothing after it before the next one is a stray byte, not a
+        # message: report it as garbage so that nobody answers it.
+        if not self._buf:
+            return FramingError(FramingErrorKind.GARBAGE, 1)
+        return FramingError(FramingErrorKind.UNTERMINATED, len(self._buf),
+                            bytes(self._buf[:HEAD_BYTES]))
 
 
 def frame(payload: bytes) -> bytes:
