@@ -38,37 +38,47 @@ _LEADING_JUNK = " \t\r\n\x00\ufeff"
 
 
 class _Context:
-    """What every value lookup needs: the delimiters and the codec for ``\\X..\\`` escapes."""
+    """What every value lookup needs: the delimiters and the codec for ``\\X..\\`` escapes.
 
-    __slots__ = ("charset", "enc")
+    The delimiters are copied into plain attributes: value lookups are the hot path, and a
+    slot read is several times cheaper than a NamedTuple property.
+    """
+
+    __slots__ = ("charset", "cs", "enc", "esc", "rs", "ss")
 
     def __init__(self, enc: EncodingChars, charset: str) -> None:
         self.enc = enc
         self.charset = charset
+        self.rs, self.cs, self.ss, self.esc = (
+            enc.repetition, enc.component, enc.subcomponent, enc.escape)
 
 
 def _pick(raw: str, ctx: _Context, rep: int, comp: int, sub: int) -> str:
     """Cut repetition ``rep``, component ``comp``, subcomponent ``sub`` out of a raw field."""
+    if rep < 1 or comp < 1 or sub < 1:
+        raise IndexError("HL7 positions are 1-based")
     if not raw:
         return ""
-    enc = ctx.enc
-    if enc.repetition in raw:
-        parts = raw.split(enc.repetition)
+    sep = ctx.rs
+    if sep in raw:
+        parts = raw.split(sep)
         raw = parts[rep - 1] if rep <= len(parts) else ""
     elif rep != 1:
         return ""
-    if enc.component in raw:
-        parts = raw.split(enc.component)
+    sep = ctx.cs
+    if sep in raw:
+        parts = raw.split(sep)
         raw = parts[comp - 1] if comp <= len(parts) else ""
     elif comp != 1:
         return ""
-    if enc.subcomponent in raw:
-        parts = raw.split(enc.subcomponent)
+    sep = ctx.ss
+    if sep in raw:
+        parts = raw.split(sep)
         raw = parts[sub - 1] if sub <= len(parts) else ""
     elif sub != 1:
         return ""
-    if enc.escape in raw:
-        return unescape(raw, enc, ctx.charset)
+    if ctx.esc in raw:
+        return unescape(raw, ctx.enc, ctx.charset)
     return raw
 
 
@@ -126,13 +136,14 @@ class Segment:
     The HL7 explicit null ``""`` (two double quotes) is returned as that literal text.
     """
 
-    __slots__ = ("_ctx", "_fields", "name", "sequence")
+    __slots__ = ("_ctx", "_fields", "_header", "name", "sequence")
 
     def __init__(self, name: str, fields: list[str], ctx: _Context, sequence: int) -> None:
         self.name = name
         self.sequence = sequence  # 1-based position in the message (ERR-2.2)
         self._fields = fields  # index n holds field n; index 0 the segment name
         self._ctx = ctx
+        self._header = name in _HEADER_SEGMENTS  # MSH-1/MSH-2 are delimiters, never split
 
     @property
     def field_count(self) -> int:
@@ -158,11 +169,13 @@ class Segment:
 
     def subcomponent(self, n: int, m: int, s: int, rep: int = 1) -> str:
         """Subcomponent ``s`` of component ``m`` of field ``n``, repetition ``rep``, unescaped."""
-        _check_position(n, m, s, rep)
         f = self._fields
-        if n >= len(f):
+        if n >= len(f) or n < 1:
+            if n < 1:
+                raise IndexError("HL7 positions are 1-based")
             return ""
-        if n <= 2 and self.name in _HEADER_SEGMENTS:
+        if n <= 2 and self._header:
+            _check_position(m, s, rep)
             return f[n] if m == s == rep == 1 else ""
         return _pick(f[n], self._ctx, rep, m, s)
 
@@ -173,7 +186,7 @@ class Segment:
         """
         _check_position(n, rep)
         raw = self.raw(n)
-        if n <= 2 and self.name in _HEADER_SEGMENTS:
+        if n <= 2 and self._header:
             return raw if rep == 1 else ""
         reps = raw.split(self._ctx.enc.repetition)
         return unescape(reps[rep - 1], self._ctx.enc, self._ctx.charset) if rep <= len(reps) else ""
@@ -183,7 +196,7 @@ class Segment:
         raw = self.raw(n)
         if not raw:
             return []
-        if n <= 2 and self.name in _HEADER_SEGMENTS:
+        if n <= 2 and self._header:
             return [Repetition(raw, self._ctx, verbatim=True)]
         return [Repetition(r, self._ctx) for r in raw.split(self._ctx.enc.repetition)]
 
@@ -192,7 +205,7 @@ class Segment:
         """The segment as ER7 text (without terminator), byte-for-byte as parsed."""
         f = self._fields
         fs = self._ctx.enc.field
-        if self.name in _HEADER_SEGMENTS:
+        if self._header:
             return f[0] + fs + fs.join(f[2:])
         return fs.join(f)
 

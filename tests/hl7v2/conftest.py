@@ -24,7 +24,8 @@ def corpus_files() -> list[Path]:
 
 def pcd01_oru() -> bytes:
     """The IHE PCD-01 "Acme" NIBP ORU from the corpus plus a pulse-rate OBX: 6 OBX, CR ends."""
-    base = (CORPUS_HL7V2 / "ipf_pcd01_bp-request.hl7").read_bytes().rstrip(b"\r\n")
+    base = (CORPUS_HL7V2 / "ipf_pcd01_bp-request.hl7").read_bytes().replace(b"\r\n", b"\r")
+    base = base.rstrip(b"\r")
     return base + (
         b"\rOBX|6|NM|149546^MDC_PULS_RATE_NON_INV^MDC|1.0.1.4|72|"
         b"264864^MDC_DIM_BEAT_PER_MIN^MDC|||||R\r"
