@@ -1,0 +1,1 @@
+"""Benchmarks: throughput figures, not tests. Each prints figures and ends with one JSON line."""

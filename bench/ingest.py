@@ -1,0 +1,321 @@
+"""Ingest throughput: canonical readings over HTTP until every one is stored as an Observation.
+
+    .venv/bin/python -m bench.ingest            # `make bench`: SQLite, then PostgreSQL
+    .venv/bin/python -m bench.ingest --backends sqlite --readings 50000 --topology inline
+
+Per backend, a fresh database (a temporary SQLite file; ``CREATE DATABASE`` on the test
+PostgreSQL server, dropped afterwards) and a real hub in subprocesses: ``hub serve --no-worker``
+plus one ``hub worker`` (``--topology split``, the default: on 2 cores the API and the worker
+then use one core each instead of sharing one GIL), or ``hub serve`` with its inline worker.
+Several client threads post pre-built bodies of ``--batch`` readings each; the clock runs from
+the first POST until the database holds one Observation per reading (polled). Every body must
+be answered 202, and at the end every message must be ``processed``.
+
+Baseline, measured in the same run and single process: ``orjson.loads`` +
+``fhir.resources.R4B.observation.Observation.model_validate`` of the very Observations the
+SQLite run stored, i.e. the bare cost of parsing and validating the output, no I/O at all.
+
+Prints figures per backend, the baseline, hub / baseline ratios, and as the last line one JSON
+object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from hub.store import api_keys
+from hub.store.db import make_engine, upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("HUB_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SECRET = "bench-secret-not-for-production"
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- workload
+
+def reading(index: int) -> dict[str, Any]:
+    """One canonical reading; a realistic mix of simple, two-coding and panel Observations."""
+    when = (BASE_TIME + timedelta(seconds=index)).isoformat()
+    kind = index % 4
+    if kind == 0:
+        return {"type": "blood-pressure", "time": when, "unit": "mm[Hg]",
+                "components": {"systolic": 110 + index % 40, "diastolic": 70 + index % 20}}
+    if kind == 1:
+        return {"type": "oxygen-saturation", "time": when, "unit": "%", "value": 90 + index % 10}
+    return {"type": "heart-rate", "time": when, "unit": "/min", "value": 55 + index % 50}
+
+
+def make_bodies(total: int, batch: int, devices: int) -> list[tuple[bytes, int]]:
+    """``total`` distinct readings as canonical JSON bodies of ``batch`` readings each.
+
+    Each body is one device's readings (as a device cloud batches them); devices rotate, and
+    every reading has its own instant, so each one is a distinct Observation.
+    """
+    bodies: list[tuple[bytes, int]] = []
+    for start in range(0, total, batch):
+        n = min(batch, total - start)
+        dev = (start // batch) % devices
+        body = {"device": {"id": f"bench-device-{dev}"}, "patient": {"id": f"bench-pat-{dev}"},
+                "readings": [reading(i) for i in range(start, start + n)]}
+        bodies.append((orjson.dumps(body), n))
+    return bodies
+
+
+# ---------------------------------------------------------------- hub processes
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class HubProcesses:
+    """A running hub: ``hub serve`` (+ ``hub worker``) subprocesses on one database."""
+
+    base_url: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def tail(self) -> str:
+        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
+                         for p in self.logs)
+
+
+@contextmanager
+def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None
+                ) -> Iterator[HubProcesses]:
+    port = free_port()
+    env = {**os.environ, "HUB_DATABASE_URL": db_url, "HUB_SECRET_KEY": SECRET,
+           "HUB_ENV": "test", "HUB_MAPPINGS_DIR": str(REPO / "mappings"),
+           "OTEL_TRACES_EXPORTER": "none"}
+    if batch:
+        env["HUB_WORKER_BATCH"] = str(batch)
+    commands = {"serve": [sys.executable, "-m", "hub", "serve", "--no-migrate",
+                          "--port", str(port)]}
+    if topology == "split":
+        commands["serve"].append("--no-worker")
+        commands["worker"] = [sys.executable, "-m", "hub", "worker"]
+    hub = HubProcesses(f"http://127.0.0.1:{port}")
+    try:
+        for name, argv in commands.items():
+            log = workdir / f"{name}.log"
+            hub.logs.append(log)
+            with log.open("wb") as out:
+                hub.procs.append(subprocess.Popen(argv, env=env, cwd=REPO, stdout=out,
+                                                  stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 60
+        while True:
+            if any(p.poll() is not None for p in hub.procs):
+                raise RuntimeError("hub exited at start:\n" + hub.tail())
+            try:
+                up = httpx.get(hub.base_url + "/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                up = False
+            # the clock must not run while a worker process is still importing
+            if up and (topology == "inline" or "worker started" in hub.logs[-1].read_text()):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("hub did not answer /health:\n" + hub.tail())
+            time.sleep(0.1)
+        yield hub
+    finally:
+        for proc in hub.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in hub.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# ---------------------------------------------------------------- databases
+
+@contextmanager
+def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    """A new, migrated database URL; PostgreSQL's is dropped afterwards."""
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / 'hub.db'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"hub_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def observation_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM resource WHERE res_type = 'Observation'")).scalar_one())
+
+
+# ---------------------------------------------------------------- one backend
+
+def post_all(base_url: str, key: str, bodies: list[tuple[bytes, int]], clients: int
+             ) -> tuple[list[float], list[str]]:
+    """Post every body from ``clients`` threads; returns per-POST latencies and failures."""
+    work: queue.SimpleQueue[tuple[bytes, int] | None] = queue.SimpleQueue()
+    for item in bodies:
+        work.put(item)
+    for _ in range(clients):
+        work.put(None)
+    latencies: list[float] = []
+    failures: list[str] = []
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    def client() -> None:
+        with httpx.Client(base_url=base_url, headers=headers, timeout=120) as http:
+            while (item := work.get()) is not None:
+                began = time.perf_counter()
+                answer = http.post("/ingest/hub", content=item[0])
+                latencies.append(time.perf_counter() - began)
+                if answer.status_code != 202:
+                    failures.append(f"{answer.status_code}: {answer.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, failures
+
+
+def run_backend(backend: str, args: argparse.Namespace, bodies: list[tuple[bytes, int]]
+                ) -> tuple[dict[str, Any], list[bytes]]:
+    """Figures for one backend, and the stored Observations (for the baseline)."""
+    total = sum(n for _, n in bodies)
+    with tempfile.TemporaryDirectory(prefix=f"hub-bench-{backend}-") as tmp, \
+            fresh_database(backend, Path(tmp)) as url:
+        engine = make_engine(url)
+        key = api_keys.create(engine, SECRET, "bench", ["hub"])
+        with running_hub(url, args.topology, Path(tmp), args.worker_batch) as hub:
+            began = time.perf_counter()
+            latencies, failures = post_all(hub.base_url, key, bodies, args.clients)
+            acked = time.perf_counter()
+            if failures:
+                raise RuntimeError(f"{len(failures)} POSTs failed, first: {failures[0]}")
+            stored = 0
+            deadline = acked + args.timeout
+            while (stored := observation_count(engine)) < total:
+                if time.perf_counter() > deadline or any(p.poll() is not None for p in hub.procs):
+                    raise RuntimeError(f"only {stored}/{total} Observations stored:\n"
+                                       + hub.tail())
+                time.sleep(0.02)
+            done = time.perf_counter()
+        with engine.connect() as conn:
+            statuses = dict(conn.execute(text(
+                "SELECT status, count(*) FROM inbound_message GROUP BY status")).all())
+            contents = [row[0].encode() for row in conn.execute(text(
+                "SELECT content FROM resource WHERE res_type = 'Observation'"))]
+        engine.dispose()
+    if stored != total or statuses != {"processed": len(bodies)}:
+        raise RuntimeError(f"{backend}: {stored} Observations for {total} readings; "
+                           f"messages {statuses}")
+    latencies.sort()
+    figures = {
+        "readings": total,
+        "seconds": round(done - began, 3),
+        "readings_per_s": round(total / (done - began)),
+        "acked_readings_per_s": round(total / (acked - began)),
+        "post_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+        "post_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+    }
+    return figures, contents
+
+
+# ---------------------------------------------------------------- baseline
+
+def baseline(contents: list[bytes]) -> dict[str, Any]:
+    """Bare ``orjson.loads`` + R4B ``Observation.model_validate`` per stored Observation."""
+    from fhir.resources.R4B.observation import Observation
+
+    Observation.model_validate(orjson.loads(contents[0]))  # warm: first use builds validators
+    began = time.perf_counter()
+    for content in contents:
+        Observation.model_validate(orjson.loads(content))
+    seconds = time.perf_counter() - began
+    return {"readings": len(contents), "seconds": round(seconds, 3),
+            "readings_per_s": round(len(contents) / seconds),
+            "us_per_reading": round(seconds / len(contents) * 1e6, 1)}
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--readings", type=int, default=200_000, help="per backend")
+    parser.add_argument("--batch", type=int, default=500, help="readings per POST")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent posting clients")
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--topology", choices=["split", "inline"], default="split")
+    parser.add_argument("--worker-batch", type=int, default=None,
+                        help="HUB_WORKER_BATCH for the hub (default: the hub's own)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to drain")
+    args = parser.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+
+    bodies = make_bodies(args.readings, args.batch, args.devices)
+    print(f"workload: {args.readings} readings, {len(bodies)} POSTs of {args.batch}, "
+          f"{args.clients} clients, topology {args.topology}, {os.cpu_count()} cores")
+    result: dict[str, Any] = {"cores": os.cpu_count(), "readings": args.readings,
+                              "batch": args.batch, "clients": args.clients,
+                              "topology": args.topology}
+    contents: list[bytes] = []
+    for backend in backends:
+        figures, stored = run_backend(backend, args, bodies)
+        contents = contents or stored
+        result[backend] = figures
+        print(f"{backend:>9}: {figures['readings_per_s']:>7} readings/s stored "
+              f"({figures['seconds']} s; acknowledged at {figures['acked_readings_per_s']}/s; "
+              f"POST p50 {figures['post_p50_ms']} ms, p99 {figures['post_p99_ms']} ms)")
+    base = baseline(contents)
+    result["baseline"] = base
+    print(f" baseline: {base['readings_per_s']:>7} readings/s (orjson.loads + R4B "
+          f"Observation.model_validate, {base['us_per_reading']} µs each, one process)")
+    for backend in backends:
+        ratio = round(result[backend]["readings_per_s"] / base["readings_per_s"], 2)
+        result[f"ratio_{backend}"] = ratio
+        print(f"    ratio: {backend} / baseline = {ratio}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Worker cost per reading, in process: fill the inbox, then time (or profile) draining it.
+
+    .venv/bin/python -m bench.worker --backend sqlite --readings 50000
+    .venv/bin/python -m bench.worker --backend postgres --profile 25
+
+Isolates the worker from HTTP: the backlog is written with ``inbox.receive`` before the clock
+starts, then ``hub.worker.drain`` processes it in this process. ``--profile N`` runs under
+cProfile and prints the N most expensive functions (cumulative); profiling inflates the times,
+so read its figures as shares, not speeds. Last line JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+from bench.ingest import REPO, SECRET, fresh_database, make_bodies, observation_count
+from hub.runtime import Hub
+from hub.settings import Settings
+from hub.store import inbox
+from hub.telemetry import Telemetry
+from hub.worker import drain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--readings", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=500, help="readings per message")
+    parser.add_argument("--worker-batch", type=int, default=None,
+                        help="messages per worker transaction (default: the hub's)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile, and print the N top functions")
+    args = parser.parse_args()
+
+    bodies = make_bodies(args.readings, args.batch, 200)
+    with tempfile.TemporaryDirectory(prefix="hub-bench-worker-") as tmp, \
+            fresh_database(args.backend, Path(tmp)) as url:
+        settings = Settings(database_url=url, env="test", secret_key=SECRET,  # type: ignore[arg-type]
+                            mappings_dir=REPO / "mappings", inline_worker=False)
+        hub = Hub.build(settings, Telemetry.disabled())
+        for body, _ in bodies:
+            inbox.receive(hub.engine, source="hub", channel="http",
+                          content_type="application/json", body=body)
+        batch = args.worker_batch or settings.worker_batch
+        profiler = cProfile.Profile() if args.profile else None
+        began = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        processed = drain(hub.pipeline, hub.engine, batch)
+        if profiler is not None:
+            profiler.disable()
+        seconds = time.perf_counter() - began
+        stored = observation_count(hub.engine)
+        hub.engine.dispose()
+    if stored != args.readings or processed != len(bodies):
+        raise SystemExit(f"stored {stored}/{args.readings}, processed {processed}/{len(bodies)}")
+    if profiler is not None:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
+    figures = {"backend": args.backend, "readings": args.readings, "worker_batch": batch,
+               "seconds": round(seconds, 3), "readings_per_s": round(args.readings / seconds),
+               "us_per_reading": round(seconds / args.readings * 1e6, 1),
+               "profiled": bool(profiler)}
+    print(f"{args.backend}: {figures['readings_per_s']} readings/s in the worker "
+          f"({figures['us_per_reading']} µs per reading{', profiled' if profiler else ''})")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
