@@ -240,7 +240,7 @@ def run_backend(backend: str, args: argparse.Namespace, bodies: list[tuple[bytes
                 time.sleep(0.02)
             done = time.perf_counter()
         with engine.connect() as conn:
-            statuses = dict(conn.execute(text(
+            statuses: dict[str, int] = dict(conn.execute(text(
                 "SELECT status, count(*) FROM inbound_message GROUP BY status")).all())
             contents = [row[0].encode() for row in conn.execute(text(
                 "SELECT content FROM resource WHERE res_type = 'Observation'"))]

@@ -41,7 +41,7 @@ def main() -> None:
     bodies = make_bodies(args.readings, args.batch, 200)
     with tempfile.TemporaryDirectory(prefix="hub-bench-worker-") as tmp, \
             fresh_database(args.backend, Path(tmp)) as url:
-        settings = Settings(database_url=url, env="test", secret_key=SECRET,  # type: ignore[arg-type]
+        settings = Settings(database_url=url, env="test", secret_key=SECRET,
                             mappings_dir=REPO / "mappings", inline_worker=False)
         hub = Hub.build(settings, Telemetry.disabled())
         for body, _ in bodies:
