@@ -88,6 +88,7 @@ class AckError:
     segment: str | None = None
     sequence: int | None = None
     field: int | None = None
+    repetition: int | None = None
     component: int | None = None
     severity: str = "E"  # HL7 table 0516: E error, W warning, I information, F fatal
 
@@ -215,7 +216,8 @@ def _msa_err(
     for err in errors:
         where = [err.segment or "", _num(err.sequence), _num(err.field)]
         if modern:
-            location = cs.join(where + ([_num(err.component)] if err.component else []))
+            # ERL: segment ^ sequence ^ field ^ field repetition ^ component
+            location = cs.join([*where, _num(err.repetition), _num(err.component)])
             coded = cs.join([str(int(err.code)), escape(err.code.text, enc), "HL70357"])
             out.append(_join(["ERR", "", location.rstrip(cs), coded, err.severity, "", "",
                               escape(err.reason, enc)], fs))

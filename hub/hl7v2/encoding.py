@@ -156,3 +156,58 @@ def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str, bool]:
         return data.decode("utf-8"), "utf-8", True
     except UnicodeDecodeError:
         return data.decode("latin-1"), "latin-1", True
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def decode_message_bytes(raw: bytes, override: str | None = None) -> tuple[str, str, bool]:
+    """Decode one message's bytes; return ``(text, codec, guessed)``.
+
+    A UTF-8 byte-order mark is dropped; a UTF-16 one selects UTF-16 (the only way a UTF-16
+    message can be recognised, since its MSH is not ASCII). Otherwise ``override`` (a Python
+    codec name from configuration; an unknown name raises ``LookupError``) or else MSH-18 via
+    :func:`decode_bytes`. Undecodable bytes raise :class:`Hl7ParseError`.
+    """
+    if raw.startswith(_UTF8_BOM):
+        raw = raw[3:]
+    try:
+        if raw.startswith(_UTF16_BOMS):
+            return raw.decode("utf-16"), "utf-16", False
+        if override is not None:
+            return raw.decode(override), override, False
+    except UnicodeDecodeError:
+        raise Hl7ParseError(
+            "message bytes are not valid in the configured or byte-order-marked character set",
+            error_code=ErrorCode.DATA_TYPE_ERROR,
+        ) from None
+    return decode_bytes(raw, _declared_charset_in_bytes(raw))
+
+
+def _declared_charset_in_bytes(raw: bytes) -> str | None:
+    start = len(raw) - len(raw.lstrip(b" \t\r\n\x00"))
+    end = len(raw)
+    for terminator in (b"\r", b"\n"):
+        i = raw.find(terminator, start, end)
+        if i >= 0:
+            end = i
+    # Latin-1 maps bytes 1:1 to code points, so delimiter positions are preserved exactly.
+    return declared_charset(raw[start:end].decode("latin-1"))
+
+
+def declared_charset(text: str) -> str | None:
+    """MSH-18's first repetition's first component, read from a header line; ``None`` if empty.
+
+    Tolerant by design (it runs before the header is validated): anything that does not look
+    like an MSH with at least 18 fields yields ``None``.
+    """
+    header = text.lstrip(" \t\r\n\x00\ufeff")
+    if not header.startswith("MSH") or len(header) < 9:
+        return None
+    fs = header[3]
+    fields = header.split("\r", 1)[0].split("\n", 1)[0].split(fs)
+    if len(fields) < 18 or len(fields[1]) < 4:
+        return None
+    value = fields[17].split(fields[1][1], 1)[0].split(fields[1][0], 1)[0]
+    return value or None

@@ -95,6 +95,16 @@ def test_ae_carries_err_with_location_v25() -> None:
     assert e.field(7) == "OBX-5 is not a number"
 
 
+def test_err2_location_with_repetition_and_component() -> None:
+    inbound = parse_message(msh() + "\rPID|1||A~B\r")
+    err = AckError(ErrorCode.DATA_TYPE_ERROR, "bad identifier type", "PID", 2, 3,
+                   repetition=2, component=5)
+    ack = parse_message(build_ack(inbound, AckCode.AE, errors=[err]))
+    assert ack.get("ERR", 2) == "PID"
+    e = ack.segment("ERR")
+    assert e is not None and e.raw(2) == "PID^2^3^2^5"
+
+
 def test_err1_for_versions_before_25() -> None:
     inbound = parse_message(msh(version="2.3.1"))
     err = AckError(ErrorCode.REQUIRED_FIELD_MISSING, "PID-3 missing", "PID", 2, 3)
