@@ -178,7 +178,8 @@ def build_ack(
     msh9 = _msh9(trigger[1] if len(trigger) > 1 else "", version, enc)
     header = [
         "MSH", enc.msh2, msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4), _timestamp(now), "",
-        msh9, control_id or new_control_id(), msh.raw(11), msh.raw(12), "", "", "", "",
+        msh9, escape(control_id or new_control_id(), enc), msh.raw(11), msh.raw(12), "", "", "",
+        "",
         msh.raw(17), msh.raw(18),
     ]
     segments = [_join(header, enc.field)]
@@ -263,7 +264,7 @@ def build_reject_ack(
     header = ["MSH", enc.msh2, hdr.get("5", ""), hdr.get("6", ""), hdr.get("3", ""),
               hdr.get("4", ""), _timestamp(now), "",
               _msh9(hdr.get("trigger", ""), _version_tuple(version), enc),
-              control_id or new_control_id(), hdr.get("11", "") or "P", version]
+              escape(control_id or new_control_id()), hdr.get("11", "") or "P", version]
     code = AckCode.CR if enhanced else AckCode.AR
     segments = [_join(header, enc.field)]
     segments.extend(_msa_err(code, hdr.get("10", ""), [error], None, _version_tuple(version),
