@@ -9,13 +9,14 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from hub.cli import convert, db, keys, serve
+from hub.cli import convert, db, keys, mappings, serve
 from hub.errors import HubError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="IoMT → FHIR integration hub", pretty_exceptions_enable=False)
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
+app.add_typer(mappings.app, name="mappings")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
 app.command("convert")(convert.convert)

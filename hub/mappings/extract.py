@@ -1,35 +1,69 @@
 """Stage 1 of the mapping language: run a device mapping's JMESPath over a payload.
 
 Expressions are compiled once when the file loads; per item the engine evaluates them against
-``{"item": item, "root": payload}``.
+``{"item": item, "root": payload}`` (plus ``"parent"`` when ``each`` walks nested arrays).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 
-import jmespath
-from jmespath.parser import ParsedResult
+from jmespath.exceptions import JMESPathError
 
 from hub.contracts import Extraction, Identifier, Measurement
 from hub.errors import DataError
-from hub.mappings.schema import DeviceMapping, IdentifierExpr, MeasurementRule
+from hub.mappings.functions import Expression, compile_expression
+from hub.mappings.schema import DeviceMapping, DocumentRefusal, IdentifierExpr, MeasurementRule
+from hub.mappings.times import parse_time, source_zone
+
+__all__ = ["CompiledDeviceMapping", "CompiledRule", "parse_time"]
 
 
-def _compile(expr: str | None) -> ParsedResult | None:
-    return None if expr is None else jmespath.compile(expr)
+def _compile(expr: str | None) -> Expression | None:
+    return None if expr is None else compile_expression(expr)
+
+
+def _compile_each(each: str | list[str] | None) -> list[Expression]:
+    if each is None:
+        return []
+    return [compile_expression(e) for e in ([each] if isinstance(each, str) else each)]
+
+
+def _each_label(each: str | list[str] | None) -> str:
+    if each is None:
+        return "$"
+    return each if isinstance(each, str) else "/".join(each)
+
+
+def _walk(steps: list[Expression], document: Any) -> Iterator[tuple[str, Any, Any]]:
+    """(index path, item, parent) for every item the ``each`` steps reach, in document order."""
+    if not steps:
+        yield "", document, None
+        return
+    level: list[tuple[str, Any, Any]] = [("", document, None)]
+    for step in steps:
+        nxt: list[tuple[str, Any, Any]] = []
+        for path, node, _ in level:
+            found = step.search(node)
+            if found is None:
+                continue
+            for index, child in enumerate(found if isinstance(found, list) else [found]):
+                nxt.append((f"{path}[{index}]", child, node))
+        level = nxt
+    yield from level
 
 
 @dataclass(frozen=True)
 class _CompiledIdentifier:
-    system: ParsedResult
-    value: ParsedResult
+    system: Expression
+    value: Expression
 
     @classmethod
     def of(cls, spec: IdentifierExpr) -> _CompiledIdentifier:
-        return cls(jmespath.compile(spec.system), jmespath.compile(spec.value))
+        return cls(compile_expression(spec.system), compile_expression(spec.value))
 
     def evaluate(self, scope: dict[str, Any], where: str, what: str) -> Identifier:
         system, value = self.system.search(scope), self.value.search(scope)
@@ -38,19 +72,10 @@ class _CompiledIdentifier:
         return Identifier(str(system), str(value))
 
 
-def parse_time(raw: Any, fmt: str, default_tz: tzinfo, where: str) -> datetime:
-    """A source time → aware datetime; naive ISO times take the configured default zone."""
-    try:
-        if fmt == "epoch_s":
-            return datetime.fromtimestamp(float(raw), UTC)
-        if fmt == "epoch_ms":
-            return datetime.fromtimestamp(float(raw) / 1000.0, UTC)
-        if not isinstance(raw, str):
-            raise TypeError
-        parsed = datetime.fromisoformat(raw)
-    except (TypeError, ValueError, OverflowError, OSError):
-        raise DataError(f"time is not a valid {fmt} value", location=where) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=default_tz)
+class _CompiledRefusal:
+    def __init__(self, when: str, reason: str) -> None:
+        self.when = compile_expression(when)
+        self.reason = reason
 
 
 class CompiledRule:
@@ -58,47 +83,51 @@ class CompiledRule:
 
     def __init__(self, rule: MeasurementRule, mapping_ref: str, default_tz: tzinfo) -> None:
         self.rule = rule
+        self.label = _each_label(rule.each)
         self.mapping_ref = mapping_ref
         self.default_tz = default_tz
-        self.each = _compile(rule.each)
+        self.each = _compile_each(rule.each)
         self.match = _compile(rule.match)
-        self.type = jmespath.compile(rule.type)
-        self.time = jmespath.compile(rule.time)
+        self.refusals = [_CompiledRefusal(r.when, r.reason) for r in rule.refuse]
+        self.type = compile_expression(rule.type)
+        self.time = compile_expression(rule.time)
+        self.time_zone = _compile(rule.time_zone)
         self.unit = _compile(rule.unit)
         self.correlation = _compile(rule.correlation_id)
         self.device = _CompiledIdentifier.of(rule.device)
         self.patient = _CompiledIdentifier.of(rule.patient) if rule.patient else None
         if isinstance(rule.values, str):
-            self.values_obj: ParsedResult | None = jmespath.compile(rule.values)
-            self.values_map: dict[str, ParsedResult] = {}
+            self.values_obj: Expression | None = compile_expression(rule.values)
+            self.values_map: dict[str, Expression] = {}
         else:
             self.values_obj = None
-            self.values_map = {k: jmespath.compile(v) for k, v in rule.values.items()}
+            self.values_map = {k: compile_expression(v) for k, v in rule.values.items()}
 
-    def _items(self, document: Any) -> list[Any]:
-        if self.each is None:
-            return [document]
-        found = self.each.search(document)
-        if found is None:
-            return []
-        return found if isinstance(found, list) else [found]
-
-    def run(self, document: Any, prefix: str, into: Extraction) -> None:
+    def run(self, document: Any, into: Extraction) -> None:
         """Append each item's measurement to ``into``; a bad item adds a DataError instead."""
-        for index, item in enumerate(self._items(document)):
-            where = f"{prefix}[{index}]"
+        nested = len(self.each) > 1
+        for path, item, parent in _walk(self.each, document):
+            where = f"{self.label}{path}" if path else self.label
+            scope = {"item": item, "root": document}
+            if nested:
+                scope["parent"] = parent
             try:
-                found = self._one(document, item, where)
+                found = self._one(scope, where)
             except DataError as exc:
                 into.errors.append(exc)
+                continue
+            except JMESPathError as exc:  # e.g. exp10() over a string the payload sent
+                into.errors.append(DataError(f"expression failed ({exc})", location=where))
                 continue
             if found is not None:
                 into.measurements.append(found)
 
-    def _one(self, document: Any, item: Any, where: str) -> Measurement | None:
-        scope = {"item": item, "root": document}
+    def _one(self, scope: dict[str, Any], where: str) -> Measurement | None:
         if self.match is not None and not self.match.search(scope):
             return None
+        for refusal in self.refusals:
+            if refusal.when.search(scope):
+                raise DataError(refusal.reason, location=where)
         mtype = self.type.search(scope)
         if self.rule.type_map is not None:
             mtype = self.rule.type_map.get(str(mtype))
@@ -107,20 +136,34 @@ class CompiledRule:
         if not isinstance(mtype, str) or not mtype:
             raise DataError("measurement type missing", location=where)
         values = self._values(scope, where)
-        unit = self.unit.search(scope) if self.unit is not None else None
+        tz = source_zone(self.time_zone.search(scope), f"{where}.time_zone") \
+            if self.time_zone is not None else None
         correlation = self.correlation.search(scope) if self.correlation is not None else None
         return Measurement(
             type=mtype,
             time=parse_time(self.time.search(scope), self.rule.time_format,
-                            self.default_tz, f"{where}.time"),
+                            self.default_tz, f"{where}.time", tz),
             device=self.device.evaluate(scope, where, "device"),
             patient=self._patient(scope, where),
             values=values,
-            unit=None if unit is None else str(unit),
+            unit=self._unit(scope, where),
             correlation_id=None if correlation is None else str(correlation),
             mapping=self.mapping_ref,
             location=where,
         )
+
+    def _unit(self, scope: dict[str, Any], where: str) -> str | None:
+        if self.unit is None:
+            return None
+        unit = self.unit.search(scope)
+        if unit is None:
+            return None
+        if self.rule.unit_map is not None:
+            mapped = self.rule.unit_map.get(str(unit))
+            if mapped is None:
+                raise DataError("unit code not in the mapping's unit_map", location=f"{where}.unit")
+            return mapped
+        return str(unit)
 
     def _patient(self, scope: dict[str, Any], where: str) -> Identifier | None:
         if self.patient is None or self.patient.value.search(scope) in (None, ""):
@@ -144,6 +187,27 @@ class CompiledRule:
         return values
 
 
+class _CompiledDocumentRefusal(_CompiledRefusal):
+    def __init__(self, spec: DocumentRefusal) -> None:
+        super().__init__(spec.when, spec.reason)
+        self.label = _each_label(spec.each)
+        self.each = _compile_each(spec.each)
+        self.nested = len(self.each) > 1
+
+    def check(self, document: Any, into: Extraction) -> None:
+        """Refuse the whole document (raise), or add one error per refused item."""
+        if not self.each:
+            if self.when.search(document):
+                raise DataError(self.reason)
+            return
+        for path, item, parent in _walk(self.each, document):
+            scope = {"item": item, "root": document}
+            if self.nested:
+                scope["parent"] = parent
+            if self.when.search(scope):
+                into.errors.append(DataError(self.reason, location=f"{self.label}{path}"))
+
+
 class CompiledDeviceMapping:
     """A loaded device mapping, ready to extract measurements."""
 
@@ -151,13 +215,22 @@ class CompiledDeviceMapping:
         self.mapping = mapping
         self.file = file
         self.ref = f"{file}@v{mapping.version}"
+        self.refusals = [_CompiledDocumentRefusal(r) for r in mapping.refuse]
         self.rules = [CompiledRule(r, self.ref, default_tz) for r in mapping.measurements]
 
     def extract(self, document: Any) -> Extraction:
-        """Every measurement the payload holds, and a DataError for each item that is bad."""
+        """Every measurement the payload holds, and a DataError for each item that is bad.
+
+        Raises DataError when the payload as a whole is refused or yields nothing at all.
+        """
         out = Extraction()
+        try:
+            for refusal in self.refusals:
+                refusal.check(document, out)
+        except JMESPathError as exc:
+            raise DataError(f"refusal check failed ({exc})") from None
         for rule in self.rules:
-            rule.run(document, rule.rule.each or "$", out)
+            rule.run(document, out)
         if not out.measurements and not out.errors:
             raise DataError(f"no measurement matched mapping '{self.mapping.name}'")
         return out
