@@ -132,19 +132,24 @@ class Pipeline:
     def run_batch(self, engine: Engine, limit: int) -> int:
         """Claim up to ``limit`` received messages, process and commit them; returns how many."""
         resolver = IdentityResolver(self.identity_cache)
-        outcomes: list[tuple[RawMessage, Outcome]] = []
+        # Only (source, status) outlives a message: holding every message's resources until the
+        # batch commits kept ~25 containers per reading alive, and the cyclic GC re-scanned them
+        # all as they piled up (measured: worker 126 → ~95 µs per reading on SQLite).
+        outcomes: list[tuple[str, str]] = []
         try:
             with write_tx(engine) as conn:
                 claimed = inbox.claim(conn, limit)
                 for raw in claimed:
                     with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
-                        outcomes.append((raw, self._process_isolated(conn, raw, resolver)))
+                        status = self._process_isolated(conn, raw, resolver).status
+                    outcomes.append((raw.source, status))
+                    raw.body = b""  # the claimed bodies are not needed past their message
         except BaseException:
             resolver.rolled_back()
             raise
         resolver.committed()
-        for raw, out in outcomes:
-            self.telemetry.count_outcome(raw.source, out.status)
+        for source, status in outcomes:
+            self.telemetry.count_outcome(source, status)
         return len(outcomes)
 
     def _process_isolated(
