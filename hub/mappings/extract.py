@@ -232,5 +232,6 @@ class CompiledDeviceMapping:
         for rule in self.rules:
             rule.run(document, out)
         if not out.measurements and not out.errors:
-            raise DataError(f"no measurement matched mapping '{self.mapping.name}'")
+            raise DataError(f"the payload holds no readings (mapping '{self.mapping.name}' "
+                            "matched nothing in it)")
         return out
