@@ -10,12 +10,14 @@ so the templates are proven valid once rather than re-checked per reading.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any
 
 from hub.contracts import Measurement
 from hub.errors import DataError
 from hub.fhir.ids import observation_id, urn_identifier
 from hub.mappings.schema import UCUM, ComponentSpec, TypeSpec, UnitSpec
+from hub.normalize import plausibility, units
 
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 CATEGORY_DISPLAY = {
@@ -50,18 +52,36 @@ def _number(value: Any, where: str) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         if isinstance(value, str):
             try:
-                return float(value) if any(ch in value for ch in ".eE") else int(value)
+                number = float(value) if any(ch in value for ch in ".eE") else int(value)
             except ValueError:
                 pass
+            else:
+                if isfinite(number):
+                    return number
         raise DataError("value is not a number", location=where)
+    if value.__class__ is float and not isfinite(value):  # NaN/inf: no FHIR decimal holds them
+        raise DataError("value is not a finite number", location=where)
     return value
 
 
 def _quantity(value: Any, unit: UnitSpec, given_unit: str | None, where: str) -> dict[str, Any]:
-    if not _unit_matches(unit, given_unit):
-        raise DataError(f"unit not accepted (expected {unit.code})", location=f"{where}.unit")
-    return {"value": _number(value, where), "unit": unit.display, "system": UCUM,
-            "code": unit.code}
+    if _unit_matches(unit, given_unit):
+        number = _number(value, where)  # the canonical unit: passed through untouched
+    else:
+        # Another unit: converted if the catalogue accepts it (a compiled multiply-add, see
+        # hub.normalize.units), else refused.
+        conversion = (None if given_unit is None
+                      else units.converter(unit, given_unit, f"{where}.unit"))
+        if conversion is None:
+            raise DataError(_unit_refusal(unit, given_unit), location=f"{where}.unit")
+        number = conversion.apply(_number(value, where), value)
+    return {"value": number, "unit": unit.display, "system": UCUM, "code": unit.code}
+
+
+def _unit_refusal(unit: UnitSpec, given: str | None) -> str:
+    accepted = "".join(f", or {s.code} (converted)" for s in unit.convert_from)
+    what = "missing" if given is None else f"'{given[:40]}'"
+    return f"unit not accepted: {what} (expected {unit.code}{accepted})"
 
 
 def _component(comp: ComponentSpec, m: Measurement, where: str) -> dict[str, Any] | None:
@@ -115,6 +135,8 @@ def build_observation(
     if spec.components:
         comps = [c for c in (_component(c, m, where) for c in spec.components) if c is not None]
         obs["component"] = comps
+    if spec.plausible is not None or spec.components:
+        plausibility.review(obs, spec)  # out of range: kept, marked, held for review
     return obs
 
 
