@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub import __version__
-from hub.api import errors, health, ingest, messages
+from hub.api import errors, fhir_bundle, fhir_read, fhir_write, health, ingest, messages
 from hub.runtime import Hub
 from hub.worker import run_worker
 
@@ -55,4 +55,7 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(ingest.router)
     app.include_router(messages.router)
+    app.include_router(fhir_read.router)
+    app.include_router(fhir_write.router)
+    app.include_router(fhir_bundle.router)
     return app
