@@ -1,0 +1,44 @@
+"""Google Fit: heart rate, weight, height and step deltas from the Fitness REST API.
+
+Payload: one dataset answer of ``users/me/dataSources/<id>/datasets/<start>-<end>``
+(``{"dataSourceId": ..., "point": [...]}``), posted in the hub's account envelope because the
+answer does not say whose data it holds::
+
+    {"account": "<Google account id>", "patient": {"id": "..."}?, "response": <dataset>}
+
+A bare dataset is refused at intake. Mapping: ``mappings/devices/googlefit.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+from hub.contracts import JSON, Connector
+from hub.errors import DataError
+
+ENVELOPE_HINT = ('post it as {"account": <Google account id>, "response": <dataset>}: a Google '
+                 "Fit dataset does not say whose data it holds")
+
+
+class GoogleFitConnector(Connector):
+    """Google Fit dataset answers in the account envelope."""
+
+    name: ClassVar[str] = "googlefit"
+    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+
+    def decode(self, body: bytes, content_type: str) -> JSON:
+        try:
+            document: Any = orjson.loads(body.removeprefix(b"\xef\xbb\xbf"))
+        except orjson.JSONDecodeError as exc:
+            raise DataError(f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+        if not isinstance(document, dict) or "response" not in document:
+            raise DataError(f"not in the account envelope; {ENVELOPE_HINT}", location="$")
+        if not isinstance(document.get("account"), str) or not document["account"]:
+            raise DataError(f"account missing; {ENVELOPE_HINT}", location="account")
+        response = document["response"]
+        if not isinstance(response, dict) or "dataSourceId" not in response:
+            raise DataError("response is not a Google Fit dataset (no dataSourceId)",
+                            location="response")
+        return document
