@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlalchemy import DateTime as SADateTime
 from sqlmodel import Field, SQLModel
 
@@ -175,3 +175,14 @@ class RuleState(SQLModel, table=True):
     rule_id: str = Field(primary_key=True, max_length=64)
     state: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: datetime = Field(sa_column=_ts())
+
+
+# Sync (hub/store/delivery.py): partial indexes over open outbox rows only (migration 0003). The
+# claim scans due rows in id order, and its per-patient order check probes earlier open rows of
+# one order_key, without walking the delivered history that accumulates beside them.
+_OPEN_OUTBOX = text("status IN ('pending', 'inflight')")
+Index("ix_outbox_open", OutboxItem.__table__.c.destination, OutboxItem.__table__.c.id,  # type: ignore[attr-defined]
+      sqlite_where=_OPEN_OUTBOX, postgresql_where=_OPEN_OUTBOX)
+Index("ix_outbox_open_key", OutboxItem.__table__.c.destination,  # type: ignore[attr-defined]
+      OutboxItem.__table__.c.order_key, OutboxItem.__table__.c.id,  # type: ignore[attr-defined]
+      sqlite_where=_OPEN_OUTBOX, postgresql_where=_OPEN_OUTBOX)
