@@ -186,3 +186,29 @@ Index("ix_outbox_open", OutboxItem.__table__.c.destination, OutboxItem.__table__
 Index("ix_outbox_open_key", OutboxItem.__table__.c.destination,  # type: ignore[attr-defined]
       OutboxItem.__table__.c.order_key, OutboxItem.__table__.c.id,  # type: ignore[attr-defined]
       sqlite_where=_OPEN_OUTBOX, postgresql_where=_OPEN_OUTBOX)
+
+
+# Rules (hub/rules, migration 0004): per-patient overrides of a rule's parameters (set through
+# the API), and when each time-based rule must next run for a patient, so the scheduler reads
+# only what is due (index on due_at) instead of every patient's state.
+class RuleOverride(SQLModel, table=True):
+    """One patient's parameters for one rule (a JSON object of top-level rule fields)."""
+
+    __tablename__ = "rule_override"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    rule_id: str = Field(primary_key=True, max_length=64)
+    params: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(sa_column=_ts())
+    updated_by: str | None = Field(default=None, max_length=64)
+
+
+class RuleSchedule(SQLModel, table=True):
+    """The next scheduled evaluation of one time-based rule for one patient."""
+
+    __tablename__ = "rule_schedule"
+    __table_args__ = (Index("ix_rule_schedule_due", "due_at"),)
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    rule_id: str = Field(primary_key=True, max_length=64)
+    due_at: datetime = Field(sa_column=_ts())
