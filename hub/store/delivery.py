@@ -28,7 +28,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, func, literal, select, text, tuple_, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Engine
 
 from hub.store import inbox
@@ -42,6 +52,13 @@ R = Resource.__table__  # type: ignore[attr-defined]
 
 PENDING, INFLIGHT, DELIVERED, DEAD, SKIPPED = "pending", "inflight", "delivered", "dead", "skipped"
 OPEN = (PENDING, INFLIGHT)
+# Literal, not bound: the planners use the partial indexes (migration 0003) only when the query's
+# predicate visibly implies the index's ``status IN ('pending', 'inflight')``.
+_OPEN_SQL: list[Any] = [literal_column(f"'{s}'") for s in OPEN]
+
+
+def _is_open(column: Any) -> Any:
+    return column.in_(_OPEN_SQL)
 
 
 @dataclass(slots=True)
@@ -93,13 +110,13 @@ def claim(
         waiting = (
             select(literal(1)).where(
                 p.c.destination == OUT.c.destination, p.c.order_key == OUT.c.order_key,
-                p.c.id < OUT.c.id, p.c.status.in_(OPEN), p.c.next_attempt_at > now)
+                p.c.id < OUT.c.id, _is_open(p.c.status), p.c.next_attempt_at > now)
             .exists()
         )
         query = (
             select(OUT.c.id, OUT.c.res_type, OUT.c.res_id, OUT.c.version_id, OUT.c.order_key,
                    OUT.c.attempts, OUT.c.created_at)
-            .where(OUT.c.destination == destination, OUT.c.status.in_(OPEN),
+            .where(OUT.c.destination == destination, _is_open(OUT.c.status),
                    OUT.c.next_attempt_at <= now, ~waiting)
             .order_by(OUT.c.id)
             .limit(limit * 2 if patient_cap else limit)
@@ -221,7 +238,7 @@ def pending_preview(engine: Engine, destination: str, limit: int) -> list[Claime
                    R.c.message_id)
             .select_from(OUT.outerjoin(R, and_(R.c.res_type == OUT.c.res_type,
                                                R.c.res_id == OUT.c.res_id)))
-            .where(OUT.c.destination == destination, OUT.c.status.in_(OPEN))
+            .where(OUT.c.destination == destination, _is_open(OUT.c.status))
             .order_by(OUT.c.id).limit(limit)).all()
     return [Claimed(r.id, r.res_type, r.res_id, r.version_id, r.order_key, r.attempts,
                     as_utc(r.created_at) or utcnow(),
@@ -346,7 +363,7 @@ def enqueue_since(
                                     OUT.c.version_id],
                     set_={"status": PENDING, "attempts": 0, "next_attempt_at": now,
                           "last_error": None},
-                    where=OUT.c.status.notin_(OPEN))
+                    where=~_is_open(OUT.c.status))
                 conn.execute(stmt, rows)
             total += len(rows)
 

@@ -231,6 +231,11 @@ class CircuitBreaker:
             self._probing = True
             return True
 
+    def cancel_probe(self) -> None:
+        """The half-open probe found nothing to send: let the next attempt probe instead."""
+        with self._lock:
+            self._probing = False
+
     def wait_hint(self) -> float:
         with self._lock:
             if self._opened_at is None:

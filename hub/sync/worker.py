@@ -1,0 +1,145 @@
+"""The sync worker: lanes that drain the outbox to each destination until told to stop.
+
+Each enabled destination gets ``limits.concurrency`` lanes (threads) sharing its sender, hence
+its pace (:class:`hub.sync.policy.Pacer`) and circuit. A lane step is: claim up to a Bundle's
+worth of due rows (:func:`hub.store.delivery.claim`: per-patient order, leases, SKIP LOCKED on
+PostgreSQL), deliver them, record every row's outcome in one transaction. Nothing is held open
+across the network call, so any number of ``hub sync`` / ``hub serve`` processes can share one
+PostgreSQL outbox. A worker killed mid-step leaves its rows ``inflight``; their lease runs out
+and another step claims them again (idempotent writes make the re-send harmless).
+
+``HUB_SYNC_CRASH_AFTER=N`` (tests only) kills the process with SIGKILL right after the N-th
+successful delivery answer and before its outcome is recorded: the window the crash tests need.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterable
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from hub.store import delivery
+from hub.store.db import utcnow
+from hub.sync.config import DestinationsFile
+from hub.sync.policy import Attempt, Verdict, to_result
+from hub.sync.senders import Sender, build_sender
+
+log = logging.getLogger("hub.sync")
+_NO_OUTCOME = Attempt(Verdict.RETRY, "no outcome reported")
+
+
+class SyncWorker:
+    """Drains the outbox for the configured destinations (see module docstring)."""
+
+    def __init__(self, engine: Engine, config: DestinationsFile, *, lease_secs: float = 300.0,
+                 poll_secs: float = 0.2, senders: dict[str, Sender] | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.lease_secs = lease_secs
+        self.poll_secs = poll_secs
+        self.senders: dict[str, Sender] = dict(senders or {})
+        for dest in config.enabled:
+            if dest.name not in self.senders:
+                self.senders[dest.name] = build_sender(config, dest.name)
+        self._crash_after = int(os.environ.get("HUB_SYNC_CRASH_AFTER", "0") or 0)
+        self._ok_answers = 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        for sender in self.senders.values():
+            sender.close()
+
+    def step(self, name: str, stop: threading.Event | None = None) -> int:
+        """One claim → deliver → record for destination ``name``; returns rows claimed."""
+        sender = self.senders[name]
+        limits = sender.limits
+        items = delivery.claim(self.engine, name, limits.bundle_size or 100,
+                               lease_secs=self.lease_secs,
+                               patient_cap=limits.patient_entries_per_bundle)
+        if not items:
+            sender.breaker.cancel_probe()
+            return 0
+        attempts = sender.deliver(items, stop)
+        self._maybe_crash(attempts.values())
+        now = utcnow()
+        results = [to_result(item, attempts.get(item.id, _NO_OUTCOME), limits, now)
+                   for item in items]
+        delivery.finish(self.engine, name, results)
+        if log.isEnabledFor(logging.DEBUG):
+            tally: dict[str, int] = {}
+            for r in results:
+                tally[r.status] = tally.get(r.status, 0) + 1
+            log.debug("destination %s: %s", name, tally)  # counts only: no resource content
+        return len(items)
+
+    def _maybe_crash(self, attempts: Iterable[Attempt]) -> None:
+        if not self._crash_after:
+            return
+        if any(a.verdict is Verdict.OK and not a.skipped for a in attempts):
+            with self._lock:
+                self._ok_answers += 1
+                if self._ok_answers >= self._crash_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+    def lane(self, name: str, stop: threading.Event) -> None:
+        """Loop ``step`` until ``stop``; honours the circuit, idles when nothing is due."""
+        sender = self.senders[name]
+        backoff = self.poll_secs
+        while not stop.is_set():
+            if not sender.breaker.allow():
+                stop.wait(min(sender.breaker.wait_hint(), 1.0))
+                continue
+            try:
+                claimed = self.step(name, stop)
+                backoff = self.poll_secs
+            except OperationalError as exc:
+                sender.breaker.cancel_probe()
+                log.warning("sync %s: database unavailable (%s); retrying", name,
+                            type(exc.orig).__name__)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception as exc:
+                sender.breaker.cancel_probe()
+                # Type only: an exception's text may quote resource content.
+                log.error("sync %s: step failed (%s); retrying", name, type(exc).__name__)
+                stop.wait(1.0)
+                continue
+            if claimed == 0:
+                stop.wait(self.poll_secs)
+
+    def run(self, stop: threading.Event, names: Iterable[str] | None = None) -> None:
+        """Run every lane of every (or the named) destination until ``stop`` is set."""
+        chosen = list(names) if names is not None else list(self.senders)
+        threads = []
+        for name in chosen:
+            for n in range(self.senders[name].limits.concurrency):
+                thread = threading.Thread(target=self.lane, args=(name, stop), daemon=True,
+                                          name=f"hub-sync-{name}-{n}")
+                thread.start()
+                threads.append(thread)
+        log.info("sync started: %s", ", ".join(f"{n} x{self.senders[n].limits.concurrency}"
+                                                for n in chosen) or "no destinations")
+        for thread in threads:
+            thread.join()
+        self.close()
+
+    def drain(self, name: str, *, max_steps: int = 10_000) -> int:
+        """Step until nothing is due now (tests, CLI ``--once``); returns rows claimed."""
+        total = 0
+        for _ in range(max_steps):
+            claimed = self.step(name)
+            if claimed == 0:
+                return total
+            total += claimed
+        return total
+
+    def preview(self, name: str, limit: int) -> dict[str, object]:
+        """Dry run: what the next ``limit`` open rows would be sent as. Nothing is sent."""
+        items = delivery.pending_preview(self.engine, name, limit)
+        return self.senders[name].preview(items)
