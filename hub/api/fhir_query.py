@@ -29,6 +29,7 @@ from hub.fhir.capability import (
     SORTS,
     SUBJECT_TARGETS,
     SearchParam,
+    identifier_id,
     search_param,
 )
 from hub.store import search as q
@@ -182,7 +183,11 @@ def _criterion(res_type: str, param: SearchParam, values: list[str],
         case "code":
             return q.CodeIn(tuple(parse_token(name, v) for v in values))
         case "identifier":
-            return q.IdentifierIn(tuple(parse_token(name, v) for v in values))
+            tokens = tuple(parse_token(name, v) for v in values)
+            # Resources created through the FHIR API carry the id of their first identifier
+            # but are not bound in the identity registry: look that id up as well.
+            created = tuple(identifier_id(res_type, t.system, t.code) for t in tokens if t.system)
+            return q.IdentifierIn(tokens, created)
         case "category":
             codes = []
             for v in values:
