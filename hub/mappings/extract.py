@@ -6,6 +6,7 @@ Expressions are compiled once when the file loads; per item the engine evaluates
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
@@ -36,10 +37,16 @@ def _compile_each(each: str | list[str] | None) -> list[Expression]:
     return [compile_expression(e) for e in ([each] if isinstance(each, str) else each)]
 
 
+_SIMPLE_PATH = re.compile(r'^[A-Za-z0-9_."-]+(\[[^\]]*\])*(\.[A-Za-z0-9_"-]+)*$')
+
+
 def _each_label(each: str | list[str] | None) -> str:
+    """How error locations name the items: the path itself when it is a plain path
+    (``readings[2]``), else ``items`` (a long expression would bury the index)."""
     if each is None:
         return "$"
-    return each if isinstance(each, str) else "/".join(each)
+    steps = [each] if isinstance(each, str) else each
+    return "/".join(s if _SIMPLE_PATH.match(s) else "items" for s in steps)
 
 
 def _walk(steps: list[Expression], document: Any) -> Iterator[tuple[str, Any, Any]]:
