@@ -22,6 +22,10 @@ two UCUM codes and converting ≈ 1.15 ms. The whole per-reading budget at 20,00
 against pint at a third point, and cached. A converted reading then costs ≈ 1 µs (parse of the
 input's decimals + one multiply-add + ``round``), see ``tests/test_units.py``.
 
+Quirk: ucumvert maps ``mm[Hg]`` onto pint's conventional mmHg (133.322387 Pa) where UCUM says
+133.3220 Pa, 2.9 ppm apart; kPa→mm[Hg] therefore differs from UCUM by that much, far below any
+cuff's resolution (pinned in tests/test_units.py).
+
 Precision rule (documented in docs/terminology.md): a converted value keeps the *resolution* of
 the input. The input's resolution is one unit in its last written decimal place (``180.4`` →
 0.1); converted, that step becomes ``|factor| * 0.1``; the result is rounded to the decimal place
