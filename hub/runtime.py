@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -11,8 +11,12 @@ from hub.errors import ConfigurationError
 from hub.mappings.live import LiveMappings
 from hub.pipeline import Pipeline
 from hub.registry import ConnectorRegistry
+from hub.rules.engine import RulesEngine
 from hub.settings import Settings
 from hub.store.db import make_engine
+from hub.sync.config import DestinationsFile, load_destinations, resolve_destinations_file
+from hub.sync.routing import OutboxRouter
+from hub.sync.settings import SyncSettings
 from hub.telemetry import Telemetry
 
 
@@ -26,6 +30,8 @@ class Hub:
     connectors: ConnectorRegistry
     pipeline: Pipeline
     telemetry: Telemetry
+    sync_settings: SyncSettings = field(default_factory=SyncSettings)
+    destinations: DestinationsFile = field(default_factory=DestinationsFile)
 
     @classmethod
     def build(cls, settings: Settings, telemetry: Telemetry | None = None) -> Hub:
@@ -39,5 +45,12 @@ class Hub:
         engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         mappings = LiveMappings(settings.mappings_dir, tz)
         connectors = ConnectorRegistry.discover()
-        pipeline = Pipeline(connectors=connectors, mappings=mappings, telemetry=telemetry)
-        return cls(settings, engine, mappings, connectors, pipeline, telemetry)
+        # Sync: the destinations file decides which outbox rows each written resource gets.
+        sync_settings = SyncSettings()
+        dest_file = resolve_destinations_file(sync_settings.destinations_file)
+        destinations = load_destinations(dest_file) if dest_file else DestinationsFile()
+        rules = RulesEngine(settings.mappings_dir / "rules")  # a broken rules file is fatal here
+        pipeline = Pipeline(connectors=connectors, mappings=mappings, telemetry=telemetry,
+                            router=OutboxRouter.from_config(destinations), rules=rules)
+        return cls(settings, engine, mappings, connectors, pipeline, telemetry, sync_settings,
+                   destinations)

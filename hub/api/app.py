@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hub import __version__
-from hub.api import errors, fhir_bundle, fhir_read, fhir_write, health, ingest, messages
+from hub.api import errors, fhir_bundle, fhir_read, fhir_write, health, ingest, messages, sync
 from hub.runtime import Hub
 from hub.worker import run_worker
 
@@ -30,6 +30,7 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
                         "poll_secs": hub.settings.worker_poll_secs, "mappings": hub.mappings},
             )
             thread.start()
+        sync.start_in_thread(hub, stop, enabled=run_inline)  # outbox → destinations, if any
         try:
             yield
         finally:
@@ -58,4 +59,5 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
     app.include_router(fhir_read.router)
     app.include_router(fhir_write.router)
     app.include_router(fhir_bundle.router)
+    app.include_router(sync.router)
     return app

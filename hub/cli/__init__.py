@@ -9,7 +9,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from hub.cli import convert, db, keys, mappings, serve
+from hub.cli import convert, db, keys, mappings, rules, serve, sync
 from hub.errors import HubError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -17,9 +17,15 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(mappings.app, name="mappings")
+app.add_typer(rules.app, name="rules")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
 app.command("convert")(convert.convert)
+app.add_typer(sync.destinations_app, name="destinations")
+app.add_typer(sync.dlq_app, name="dlq")
+app.command("sync")(sync.sync)
+app.command("replay")(sync.replay)
+keys.app.command("jwk")(sync.keys_jwk)
 
 
 def main() -> None:

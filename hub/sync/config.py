@@ -1,7 +1,8 @@
 """The destinations file: where resources go, how to reach each destination, at what pace.
 
-Loaded with :func:`hub.mappings.yamlfile.load_model`, so every problem is reported at once as
-``file:line:column: field: problem`` (the same experience as mapping files). Secrets never sit in
+Read with :func:`hub.mappings.yamlfile.read_yaml` and validated like mapping files, so every
+problem is reported at once as ``file:line:column: field: problem`` (the position skips the
+discriminator tags pydantic puts in union paths). Secrets never sit in
 the file: a field ending in ``_env`` names the environment variable that holds the value.
 
 Example: ``mappings/destinations.example.yaml``; reference: ``docs/sync.md``.
@@ -10,12 +11,13 @@ Example: ``mappings/destinations.example.yaml``; reference: ``docs/sync.md``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from hub.errors import ConfigurationError, MappingError
-from hub.mappings.yamlfile import load_model
+from hub.errors import ConfigurationError, ErrorLocation, MappingError
+from hub.mappings.yamlfile import read_yaml
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -188,17 +190,66 @@ class DestinationsFile(_Strict):
         return [d for d in self.destinations if d.enabled]
 
 
+_TAGS = {"fhir", "healthlake", "hl7v2", "none", "bearer", "basic", "smart", "sigv4"}
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _position(root: Any, loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], int, int]:
+    """The loc without discriminator tags, and the 1-based line/column of its deepest node.
+
+    pydantic puts the tag of a discriminated union in the path (``destinations[1].healthlake
+    .region``); the document has no such key, so it is skipped to reach the real one.
+    """
+    node, line, col, kept = root, 1, 1, []
+    for part in loc:
+        if isinstance(part, str) and part in _TAGS and isinstance(node, dict) \
+                and part not in node:
+            continue
+        kept.append(part)
+        try:
+            if isinstance(node, CommentedMap) and part in node:
+                ln, cl = node.lc.key(part)
+                line, col, node = ln + 1, cl + 1, node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+                ln, cl = node.lc.item(part)
+                line, col, node = ln + 1, cl + 1, node[part]
+            else:
+                node = None
+        except (AttributeError, KeyError, TypeError):
+            node = None
+    return tuple(kept), line, col
+
+
 def load_destinations(path: Path) -> DestinationsFile:
     """Validate the destinations file; every problem at once, as ``file:line:col``.
 
-    Raises :class:`ConfigurationError` (a :class:`MappingError`) listing the problems.
+    Raises :class:`ConfigurationError` listing the problems (YAML syntax errors included).
     """
     try:
-        loaded = load_model(path, DestinationsFile)
+        root = read_yaml(path)
     except MappingError as exc:
         raise ConfigurationError(f"{path}: invalid destinations file",
                                  problems=exc.problems) from None
-    return loaded
+    if not isinstance(root, CommentedMap):
+        problem = ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")
+        raise ConfigurationError(f"{path}: invalid destinations file", problems=[problem])
+    try:
+        return DestinationsFile.model_validate(_plain(root))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc, line, col = _position(root, tuple(err["loc"]))
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+            problems.append(ErrorLocation(str(path), line, col, where, err["msg"]))
+        raise ConfigurationError(f"{path}: invalid destinations file",
+                                 problems=problems) from None
 
 
 def resolve_destinations_file(configured: Path | None) -> Path | None:

@@ -30,6 +30,9 @@ from hub.sync.policy import Attempt, Verdict, to_result
 from hub.sync.senders import Sender, build_sender
 
 log = logging.getLogger("hub.sync")
+# httpx logs every request at INFO with its URL (resource ids, identifier searches): at sync
+# rates that floods the log and leaks identifiers into it. Outcomes are logged here, as counts.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 _NO_OUTCOME = Attempt(Verdict.RETRY, "no outcome reported")
 
 

@@ -202,6 +202,8 @@ def build_app(state: State | None = None) -> Starlette:
         return None
 
     async def metadata(request: Request) -> Response:
+        if time.monotonic() < st.config["outage_until"]:
+            return _outcome(503, "transient", "outage")
         return _json(capability(st))
 
     async def read_or_search(request: Request) -> Response:
