@@ -3,14 +3,22 @@
 The pipeline calls ``RulesStage.evaluate`` inside the message's transaction, after the
 Observations are stored, so rule state (``rule_state`` table) and outputs commit atomically with
 the readings that caused them. Rules must do constant work per reading (rolling state, no
-history scans). The engine that reads ``mappings/rules/`` plugs in here.
+history scans). The worker calls ``tick`` every few seconds for time-based rules (missed doses,
+silence, daily summaries); its outputs are stored and routed to the outbox by ``route``.
+
+The engine that reads ``mappings/rules/`` is ``hub.rules.engine.RulesEngine``; the language is
+``hub.rules.model``; docs/rules.md describes both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
+
+from hub.store.resources import Written
 
 
 class RulesStage(Protocol):
@@ -21,6 +29,16 @@ class RulesStage(Protocol):
     ) -> list[dict[str, Any]]:
         ...
 
+    def tick(self, db: Engine, now: datetime | None = None,
+             route: Callable[[list[Written]], list[tuple[str, Written]]] | None = None
+             ) -> int:
+        """Run the time-based rules due at ``now``; returns how many (patient, rule) ran."""
+        ...
+
+    def refresh(self) -> bool:
+        """Reload edited rule files (a broken edit is refused); True if new rules are live."""
+        ...
+
 
 class NoRules:
     """The stage when no rules are configured: produces nothing."""
@@ -29,3 +47,11 @@ class NoRules:
         self, conn: Connection, observations: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         return []
+
+    def tick(self, db: Engine, now: datetime | None = None,
+             route: Callable[[list[Written]], list[tuple[str, Written]]] | None = None
+             ) -> int:
+        return 0
+
+    def refresh(self) -> bool:
+        return False

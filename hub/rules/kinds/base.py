@@ -1,0 +1,91 @@
+"""What every rule kind implements, and the helpers they share.
+
+A kind is stateless code; its state is the JSON dict of one (patient, rule) row of
+``rule_state``, and ``ctx.rule`` is the rule as it applies to that patient (overrides merged).
+
+- ``on_sample``: constant work per reading (no history reads; the state is the history).
+- ``flush``: once per evaluation, after the samples (outputs that summarise several readings,
+  e.g. a NEWS2 set or a days-with-data count, are built once, not per reading).
+- ``on_tick``: a scheduled check at ``now`` (missed doses, silence, daily summaries, resolving
+  a Flag that has been clear long enough). ``due`` says when the next one is needed.
+- ``explain``: the state in words and numbers for ``hub rules explain``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hub.rules.lifecycle import Ctx
+from hub.rules.readings import Sample
+
+State = dict[str, Any]
+
+
+class Kind:
+    """Default behaviour: nothing scheduled, nothing to flush."""
+
+    def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def flush(self, ctx: Ctx, st: State) -> None:
+        return None
+
+    def on_tick(self, ctx: Ctx, st: State, now: float) -> None:
+        ctx.settle(st, now)
+
+    def due(self, ctx: Ctx, st: State) -> float | None:
+        return ctx.due(st)
+
+    def explain(self, ctx: Ctx, st: State) -> dict[str, Any]:
+        return {}
+
+
+def fresh(st: State, s: Sample) -> bool:
+    """True the first time a sample is seen, in time order; replays and late samples → False.
+
+    Keeps the last instant and the references seen at it, so two Observations at one instant
+    both count while the same Observation twice (a replay) counts once. Late samples are
+    counted in ``st["late"]`` (``hub rules explain`` shows it).
+    """
+    last = st.get("t")
+    if last is not None:
+        if s.t < last:
+            st["late"] = st.get("late", 0) + 1
+            return False
+        if s.t == last:
+            refs: list[str] = st.setdefault("refs", [])
+            if s.ref in refs:
+                return False
+            refs.append(s.ref)
+            return True
+    st["t"] = s.t
+    st["refs"] = [s.ref]
+    return True
+
+
+def local_day(t: float, tz: str) -> int:
+    """The proleptic ordinal of the calendar day ``t`` falls on in ``tz``."""
+    return datetime.fromtimestamp(t, ZoneInfo(tz)).toordinal()
+
+
+def day_start(ordinal: int, tz: str) -> float:
+    """Epoch seconds of local midnight starting day ``ordinal`` in ``tz``."""
+    day = datetime.fromordinal(ordinal)
+    return day.replace(tzinfo=ZoneInfo(tz)).timestamp()
+
+
+def day_text(ordinal: int) -> str:
+    return datetime.fromordinal(ordinal).date().isoformat()
+
+
+def when(t: float) -> str:
+    """A compact UTC time for texts: 2026-11-20 08:00Z."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%MZ")
+
+
+def fmt(value: float, unit: str | None) -> str:
+    text = f"{value:.1f}".rstrip("0").rstrip(".") if not float(value).is_integer() \
+        else f"{value:.0f}"
+    return f"{text} {unit}" if unit else text

@@ -1,0 +1,272 @@
+"""Kind 6: NEWS2 (Royal College of Physicians, National Early Warning Score 2, 2017; chart 1
+"The NEWS scoring system"), over the vitals that arrive within ``window`` of a set's first one.
+
+Scoring is exactly the RCP chart; the chart's cut-points are integers (temperature: tenths of
+a degree), so a value is first rounded half-up to that resolution (a 91.6 % SpO2 from a
+converted or averaged source is 92 %) and then has exactly one score:
+
+    parameter              3        2        1        0              1        2        3
+    respiration rate /min  ≤8                9-11     12-20                   21-24    ≥25
+    SpO2 scale 1 %         ≤91      92-93    94-95    ≥96
+    SpO2 scale 2 %         ≤83      84-85    86-87    88-92, ≥93 air 93-94 O2  95-96 O2 ≥97 O2
+    air or oxygen                   oxygen            air
+    systolic BP mmHg       ≤90      91-100   101-110  111-219                           ≥220
+    pulse /min             ≤40               41-50    51-90          91-110   111-130  ≥131
+    consciousness                                     alert                             CVPU
+    temperature °C         ≤35.0             35.1-36.0 36.1-38.0     38.1-39.0 ≥39.1
+
+**Partial scores are explicit.** Home monitoring rarely records consciousness or oxygen
+supplementation. A missing parameter is a component with ``dataAbsentReason`` not-performed,
+the aggregate's ``valueQuantity.comparator`` is ``>=`` (a missing parameter can only add
+points, so a partial aggregate is a lower bound — with oxygen unknown, SpO2 scale 2 scores ≥ 93
+as on air, the lowest it could be), and the note names what is missing. A set is scored once it
+has ``min_parameters`` parameters.
+
+**Flag** (RCP response thresholds): aggregate ≥ ``aggregate_high`` (7) → high priority; ≥
+``aggregate_medium`` (5), or any single parameter scoring 3 → the rule's priority (medium). A
+later set below both clears it (``clear_on_partial``: a partial set may clear it too).
+
+Codes: SNOMED CT UK edition concepts as UK Core uses them (UKCore-EarlyWarningTotalScore and
+UKCore-EarlyWarningSubScore value sets): total 1104051000000101; sub-scores below.
+"""
+
+from __future__ import annotations
+
+from math import floor
+from typing import Any
+
+from hub.fhir.ids import stable_id
+from hub.rules import outputs
+from hub.rules.kinds.base import Kind, State, fmt, when
+from hub.rules.lifecycle import Ctx
+from hub.rules.model import News2Rule
+from hub.rules.outputs import UCUM
+from hub.rules.readings import Sample
+
+SNOMED = "http://snomed.info/sct"
+TOTAL = ("1104051000000101",
+         "Royal College of Physicians NEWS2 (National Early Warning Score 2) total score")
+SUBSCORE = {
+    "respiration_rate": ("1104301000000104", "Royal College of Physicians National Early "
+                         "Warning Score 2 - respiration rate score"),
+    "spo2_scale_1": ("1104311000000102", "Royal College of Physicians National Early Warning "
+                     "Score 2 - oxygen saturation scale 1 score"),
+    "spo2_scale_2": ("1104321000000108", "Royal College of Physicians National Early Warning "
+                     "Score 2 - oxygen saturation scale 2 score"),
+    "air_or_oxygen": ("1104331000000105", "Royal College of Physicians National Early Warning "
+                      "Score 2 - air or oxygen score"),
+    "systolic": ("1104341000000101", "Royal College of Physicians National Early Warning "
+                 "Score 2 - systolic blood pressure score"),
+    "pulse": ("1104351000000103", "Royal College of Physicians National Early Warning Score 2 "
+              "- pulse score"),
+    "consciousness": ("1104361000000100", "Royal College of Physicians National Early Warning "
+                      "Score 2 - consciousness score"),
+    "temperature": ("1104371000000107", "Royal College of Physicians National Early Warning "
+                    "Score 2 - temperature score"),
+}
+PARAMETERS = ("respiration_rate", "spo2", "air_or_oxygen", "systolic", "pulse", "consciousness",
+              "temperature")
+DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+
+
+def _whole(value: float) -> int:
+    return floor(value + 0.5)  # half-up to the chart's integer resolution
+
+
+def score_respiration_rate(value: float) -> int:
+    v = _whole(value)
+    return 3 if v <= 8 else 1 if v <= 11 else 0 if v <= 20 else 2 if v <= 24 else 3
+
+
+def score_spo2(value: float, scale: int, on_oxygen: bool | None) -> int:
+    v = _whole(value)
+    if scale == 1:
+        return 3 if v <= 91 else 2 if v <= 93 else 1 if v <= 95 else 0
+    if v <= 83:
+        return 3
+    if v <= 85:
+        return 2
+    if v <= 87:
+        return 1
+    if v <= 92 or not on_oxygen:  # 88-92, or >= 93 on air (unknown: as air, the lower bound)
+        return 0
+    return 1 if v <= 94 else 2 if v <= 96 else 3
+
+
+def score_air_or_oxygen(on_oxygen: bool) -> int:
+    return 2 if on_oxygen else 0
+
+
+def score_systolic(value: float) -> int:
+    v = _whole(value)
+    return 3 if v <= 90 else 2 if v <= 100 else 1 if v <= 110 else 0 if v <= 219 else 3
+
+
+def score_pulse(value: float) -> int:
+    v = _whole(value)
+    return 3 if v <= 40 else 1 if v <= 50 else 0 if v <= 90 else 1 if v <= 110 \
+        else 2 if v <= 130 else 3
+
+
+def score_consciousness(alert: bool) -> int:
+    return 0 if alert else 3
+
+
+def score_temperature(value: float) -> int:
+    tenths = floor(value * 10 + 0.5 + 1e-9)  # half-up to 0.1 °C (the epsilon absorbs 36.05*10)
+    return 3 if tenths <= 350 else 1 if tenths <= 360 else 0 if tenths <= 380 \
+        else 1 if tenths <= 390 else 2
+
+
+def risk(aggregate: int, any_three: bool) -> str:
+    """The RCP clinical-risk band of a score."""
+    if aggregate >= 7:
+        return "high"
+    if aggregate >= 5:
+        return "medium"
+    return "low-medium" if any_three else "low"
+
+
+class News2(Kind):
+    @staticmethod
+    def _inputs(rule: News2Rule) -> dict[str, str | None]:
+        return {"respiration_rate": rule.respiration_rate, "spo2": rule.spo2,
+                "systolic": rule.systolic, "pulse": rule.pulse,
+                "temperature": rule.temperature, "consciousness": rule.consciousness,
+                "air_or_oxygen": rule.oxygen}
+
+    def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
+        rule = ctx.rule
+        assert isinstance(rule, News2Rule)
+        if not s.usable:
+            return
+        last: dict[str, float] = st.setdefault("last", {})
+        for param, measure in self._inputs(rule).items():
+            if measure is None or measure not in s.values:
+                continue
+            if last.get(param, float("-inf")) >= s.t:
+                continue  # a replay, or older than what this parameter already has
+            last[param] = s.t
+            vset = st.get("set")
+            if vset is None or s.t - vset["start"] >= rule.window:
+                if vset is not None and vset.get("dirty"):
+                    self._score(ctx, rule, st)
+                vset = st["set"] = {"start": s.t, "params": {}}
+            vset["params"][param] = [s.values[measure], s.t, s.ref]
+            vset["dirty"] = True
+
+    def flush(self, ctx: Ctx, st: State) -> None:
+        rule = ctx.rule
+        assert isinstance(rule, News2Rule)
+        if st.get("set", {}).get("dirty"):
+            self._score(ctx, rule, st)
+
+    def _score(self, ctx: Ctx, rule: News2Rule, st: State) -> None:
+        vset = st["set"]
+        vset.pop("dirty", None)
+        params: dict[str, list[Any]] = vset["params"]
+        on_oxygen: bool | None = rule.on_oxygen
+        if "air_or_oxygen" in params:
+            on_oxygen = float(params["air_or_oxygen"][0]) > 0
+        scores: dict[str, int] = {}
+        for param, (value, _, _) in params.items():
+            if param == "respiration_rate":
+                scores[param] = score_respiration_rate(float(value))
+            elif param == "spo2":
+                scores[param] = score_spo2(float(value), rule.spo2_scale, on_oxygen)
+            elif param == "systolic":
+                scores[param] = score_systolic(float(value))
+            elif param == "pulse":
+                scores[param] = score_pulse(float(value))
+            elif param == "temperature":
+                scores[param] = score_temperature(float(value))
+            elif param == "consciousness":
+                scores[param] = score_consciousness(str(value) in rule.alert_codes)
+        if on_oxygen is not None:
+            scores["air_or_oxygen"] = score_air_or_oxygen(on_oxygen)
+        if len(scores) < rule.min_parameters:
+            return
+        aggregate = sum(scores.values())
+        missing = [p for p in PARAMETERS if p not in scores]
+        any_three = any(v == 3 for v in scores.values())
+        t = max(v[1] for v in params.values())
+        refs = [v[2] for v in params.values()]
+        finding = self._finding(ctx, rule, params, scores, aggregate, missing, any_three, t, refs)
+        ctx.emit(self._observation(ctx, rule, vset, scores, aggregate, missing, t, refs,
+                                   finding))
+        if aggregate >= rule.aggregate_high:
+            ctx.fire(st, t, "high", finding)
+        elif aggregate >= rule.aggregate_medium or any_three:
+            ctx.fire(st, t, rule.flag.priority, finding)
+        elif missing and not rule.clear_on_partial:
+            ctx.not_clear(st)
+        else:
+            ctx.clearing(st, t)
+
+    def _finding(self, ctx: Ctx, rule: News2Rule, params: dict[str, list[Any]],
+                 scores: dict[str, int], aggregate: int, missing: list[str], any_three: bool,
+                 t: float, refs: list[str]) -> dict[str, Any]:
+        inputs = self._inputs(rule)
+        parts: list[str] = []
+        values: list[list[Any]] = []
+        for param in PARAMETERS:
+            if param not in scores:
+                continue
+            measure = inputs.get(param)
+            if param in params and measure is not None:
+                title, unit = ctx.label(measure)
+                raw = params[param][0]
+                shown = fmt(float(raw), unit) if isinstance(raw, float) else str(raw)
+                values.append([title, raw, unit])
+                parts.append(f"{title} {shown} ({scores[param]})")
+            else:
+                parts.append(f"air/oxygen: {'oxygen' if scores[param] else 'air'} "
+                             f"({scores[param]})")
+        partial = (f"partial: {', '.join(p.replace('_', ' ') for p in missing)} not recorded,"
+                   f" so the aggregate is a lower bound" if missing else "complete")
+        summary = (f"NEWS2 {'≥ ' if missing else ''}{aggregate} ({partial}); clinical risk "
+                   f"{risk(aggregate, any_three)}{' (a parameter scored 3)' if any_three else ''}"
+                   f": {'; '.join(parts)}; at {when(t)}. Rule {rule.id} v{ctx.version}.")
+        values.append(["NEWS2 aggregate", aggregate, "{score}"])
+        return {"summary": summary, "values": values, "evidence": refs}
+
+    def _observation(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any],
+                     scores: dict[str, int], aggregate: int, missing: list[str], t: float,
+                     refs: list[str], finding: dict[str, Any]) -> dict[str, Any]:
+        components: list[dict[str, Any]] = []
+        for param in PARAMETERS:
+            key = param if param != "spo2" else f"spo2_scale_{rule.spo2_scale}"
+            code, display = SUBSCORE[key]
+            component: dict[str, Any] = {
+                "code": {"coding": [{"system": SNOMED, "code": code, "display": display}]}}
+            if param in scores:
+                component["valueQuantity"] = {"value": scores[param], "unit": "{score}",
+                                              "system": UCUM, "code": "{score}"}
+            else:
+                component["dataAbsentReason"] = {
+                    "coding": [{"system": DATA_ABSENT, "code": "not-performed",
+                                "display": "Not Performed"}],
+                    "text": "not recorded in this set of vitals"}
+            components.append(component)
+        value: dict[str, Any] = {"value": aggregate, "unit": "{score}", "system": UCUM,
+                                 "code": "{score}"}
+        if missing:
+            value["comparator"] = ">="
+        return outputs.derived_observation(
+            oid=stable_id("Observation", ctx.patient, rule.id, outputs.iso(vset["start"])),
+            patient=ctx.patient, rule_id=rule.id, version=ctx.version, status="final",
+            category=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                             "observation-category", "code": "survey",
+                                   "display": "Survey"}]}],
+            code={"coding": [{"system": SNOMED, "code": TOTAL[0], "display": TOTAL[1]}],
+                  "text": "NEWS2 total score" + (" (partial)" if missing else "")},
+            finding=finding, effectiveDateTime=outputs.iso(t), valueQuantity=value,
+            note=[{"text": finding["summary"]}],
+            derivedFrom=[{"reference": ref} for ref in refs], component=components)
+
+    def explain(self, ctx: Ctx, st: State) -> dict[str, Any]:
+        vset = st.get("set")
+        if vset is None:
+            return {"last set": "none"}
+        return {"last set": f"started {when(vset['start'])}, parameters "
+                            + ", ".join(sorted(vset["params"]))}

@@ -1,0 +1,97 @@
+"""Kind 1: thresholds with persistence and hysteresis.
+
+A sample (one Observation) *fires* when any trigger's measure is beyond its limit; it *clears*
+when every trigger measure present is back beyond its ``clear_at`` (hysteresis); in between it
+does neither. ``consecutive`` firing samples, none more than ``max_gap`` after the previous one,
+raise the Flag at the highest priority any of them reached (``escalate`` levels). While the
+Flag is active a firing sample can only raise its priority; a clearing sample starts the
+``flag.resolve_after`` clock, any other sample stops it.
+
+State: ``streak`` {n, last, prio, values, refs} (bounded by ``consecutive``), plus the alert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.rules.kinds.base import Kind, State, fmt, fresh, when
+from hub.rules.lifecycle import Ctx
+from hub.rules.model import ThresholdRule, Trigger
+from hub.rules.outputs import PRIORITY_RANK, Finding
+from hub.rules.readings import Sample
+
+
+def _priority(rule: ThresholdRule, values: dict[str, Any]) -> str:
+    best = rule.flag.priority
+    for level in rule.escalate:
+        if PRIORITY_RANK[level.priority] > PRIORITY_RANK[best] and any(
+                isinstance(values.get(t.measure), float) and t.fires(values[t.measure])
+                for t in level.any):
+            best = level.priority
+    return best
+
+
+def _finding(ctx: Ctx, rule: ThresholdRule, streak: dict[str, Any]) -> Finding:
+    values: list[list[Any]] = []
+    words: list[str] = []
+    for measure, value, limit in streak["values"]:
+        title, unit = ctx.label(measure)
+        values.append([title, value, unit])
+        words.append(f"{title} {fmt(value, unit)} ({limit})")
+    n = streak["n"]
+    latest = "; ".join(words[-len(rule.any):]) if n > 1 else "; ".join(words)
+    persistence = f" on {n} consecutive readings" if n > 1 else ""
+    summary = (f"{rule.title}: {latest}{persistence}, latest at {when(streak['last'])}. "
+               f"Rule {rule.id} v{ctx.version}.")
+    return {"summary": summary, "values": values, "evidence": list(streak["refs"])}
+
+
+class Threshold(Kind):
+    def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
+        rule = ctx.rule
+        assert isinstance(rule, ThresholdRule)
+        if not s.usable or not fresh(st, s):
+            return
+        fired: list[tuple[Trigger, float]] = []
+        present = False
+        cleared = True
+        for trigger in rule.any:
+            value = s.values.get(trigger.measure)
+            if not isinstance(value, float):
+                continue
+            present = True
+            if trigger.fires(value):
+                fired.append((trigger, value))
+            if not trigger.cleared(value):
+                cleared = False
+        if not present:
+            return
+        if not fired:
+            st.pop("streak", None)
+            if cleared:
+                ctx.clearing(st, s.t)
+            else:
+                ctx.not_clear(st)
+            return
+        streak = st.get("streak")
+        if streak is None or (rule.max_gap is not None and s.t - streak["last"] > rule.max_gap):
+            streak = {"n": 0, "prio": rule.flag.priority, "values": [], "refs": []}
+        prio = _priority(rule, s.values)
+        if PRIORITY_RANK[prio] > PRIORITY_RANK[streak["prio"]]:
+            streak["prio"] = prio
+        keep = rule.consecutive * len(rule.any)
+        streak["n"] += 1
+        streak["last"] = s.t
+        fresh_values = [[t.measure, v, t.words()] for t, v in fired]
+        streak["values"] = (streak["values"] + fresh_values)[-keep:]
+        streak["refs"] = (streak["refs"] + [s.ref])[-rule.consecutive:]
+        st["streak"] = streak
+        if ctx.active(st) is not None:
+            ctx.fire(st, s.t, prio, _finding(ctx, rule, streak))
+        elif streak["n"] >= rule.consecutive:
+            ctx.fire(st, s.t, streak["prio"], _finding(ctx, rule, streak))
+
+    def explain(self, ctx: Ctx, st: State) -> dict[str, Any]:
+        streak = st.get("streak")
+        return {"firing readings in a row": streak["n"] if streak else 0,
+                "needed": ctx.rule.consecutive if isinstance(ctx.rule, ThresholdRule) else None}

@@ -1,0 +1,126 @@
+"""Stored Observations → per-patient samples the rules read (the ingest hot path).
+
+One ``Sample`` per Observation: its patient, effective instant (epoch seconds), reference, and the
+values of every measure it carries (as Observation.code or as a component, in the measure's
+canonical unit). Work is a few dict lookups per coding; nothing is read from the database.
+
+A sample is *usable* only when the Observation's status is final, amended or corrected: readings
+that plausibility held for review (status ``preliminary``) or that were entered in error never
+move a rule, a baseline or a counter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hub.rules.model import Measure
+from hub.rules.program import Program
+
+USABLE_STATUS = frozenset({"final", "amended", "corrected"})
+Value = float | str
+
+
+@dataclass(slots=True)
+class Sample:
+    """The measures one Observation carries, for one patient at one instant."""
+
+    patient: str
+    t: float
+    ref: str
+    values: dict[str, Value]
+    usable: bool
+
+
+def epoch(text: str) -> float | None:
+    """An ISO 8601 instant → epoch seconds (a time without offset is taken as UTC)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _value(element: dict[str, Any], measure: Measure) -> Value | None:
+    quantity = element.get("valueQuantity")
+    if quantity is not None:
+        number = quantity.get("value")
+        if not isinstance(number, int | float):
+            return None
+        unit = quantity.get("code")
+        if measure.unit is None or unit == measure.unit:
+            return float(number)
+        factor = measure.convert.get(unit or "")
+        return None if factor is None else float(number) * factor
+    if measure.unit is not None:
+        if "valueInteger" in element:
+            return float(element["valueInteger"])
+        return None
+    concept = element.get("valueCodeableConcept")
+    if concept is not None:
+        for coding in concept.get("coding") or ():
+            return f"{coding.get('system', '')}|{coding.get('code', '')}"
+        return str(concept.get("text", ""))
+    if "valueBoolean" in element:
+        return 1.0 if element["valueBoolean"] else 0.0
+    if "valueString" in element:
+        return str(element["valueString"])
+    if "valueInteger" in element:
+        return float(element["valueInteger"])
+    return 1.0  # an event without a value (e.g. "dose taken"): its presence is the value
+
+
+def _collect(concept: Any, element: dict[str, Any], by_code: dict[str, list[tuple[str, Measure]]],
+             values: dict[str, Value]) -> None:
+    if not isinstance(concept, dict):
+        return
+    for coding in concept.get("coding") or ():
+        hits = by_code.get(f"{coding.get('system')}|{coding.get('code')}")
+        if hits is None:
+            continue
+        for name, measure in hits:
+            if name not in values:
+                value = _value(element, measure)
+                if value is not None:
+                    values[name] = value
+
+
+def sample_of(obs: dict[str, Any], program: Program) -> Sample | None:
+    """The sample an Observation gives, or None (no patient, no time, no measure of interest)."""
+    subject = obs.get("subject")
+    if not isinstance(subject, dict):
+        return None
+    ref = subject.get("reference")
+    if not isinstance(ref, str) or not ref.startswith("Patient/"):
+        return None
+    values: dict[str, Value] = {}
+    by_code = program.by_code
+    _collect(obs.get("code"), obs, by_code, values)
+    for component in obs.get("component") or ():
+        _collect(component.get("code"), component, by_code, values)
+    if not values:
+        return None
+    when = obs.get("effectiveDateTime") or obs.get("effectiveInstant") \
+        or (obs.get("effectivePeriod") or {}).get("start")
+    t = epoch(when) if isinstance(when, str) else None
+    if t is None:
+        return None
+    return Sample(ref[8:], t, f"Observation/{obs.get('id')}", values,
+                  obs.get("status") in USABLE_STATUS)
+
+
+def samples_by_patient(observations: list[dict[str, Any]], program: Program
+                       ) -> dict[str, list[Sample]]:
+    """Samples grouped per patient, each list in effective-time order."""
+    grouped: dict[str, list[Sample]] = {}
+    for obs in observations:
+        sample = sample_of(obs, program)
+        if sample is not None:
+            grouped.setdefault(sample.patient, []).append(sample)
+    for samples in grouped.values():
+        if len(samples) > 1:
+            samples.sort(key=lambda s: s.t)
+    return grouped
