@@ -44,6 +44,13 @@ TYPICAL: dict[str, dict[str, Any]] = {
     "cgm-glucose": {"value": 120},
     "cgm-glucose-molar": {"value": 6.7},
     "steps": {"value": 8542},
+    # hub-local event types (mappings/types/medication-events.yaml): RxNorm as "system|code"
+    "medication-dose-taken": {"medication": "http://www.nlm.nih.gov/research/umls/rxnorm|314076",
+                              "doses": 1},
+    "medication-dose-missed": {"medication": "http://www.nlm.nih.gov/research/umls/rxnorm|314076",
+                               "doses": 1},
+    "medication-bottle-opened": {"medication": "http://www.nlm.nih.gov/research/umls/rxnorm|"
+                                               "314076"},
 }
 
 
@@ -73,8 +80,10 @@ def test_observation_is_valid_r4(type_name: str) -> None:
     assert model.status == "final"
     again = model.model_dump(mode="json", exclude_none=True)
     assert again["code"] == obs["code"] and again["id"] == obs["id"]
-    assert obs["code"]["coding"][0]["system"] == LOINC
+    assert obs["code"]["coding"][0]["system"] == spec.codes[0].system
     assert [c["code"] for c in obs["code"]["coding"]] == [c.code for c in spec.codes]
+    if spec.category in ("vital-signs", "laboratory", "activity"):
+        assert spec.codes[0].system == LOINC
     if spec.category is not None:
         assert obs["category"] == [{"coding": [{
             "system": CATEGORY_SYSTEM, "code": spec.category,

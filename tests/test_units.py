@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -238,22 +239,43 @@ def test_catalogue_file_uses_the_same_unit_for_a_code_everywhere(
 # --- cost ---------------------------------------------------------------------------------------
 
 
+def _best_cpu_us_per_call(call: Callable[[int], object], n: int, repeats: int = 3) -> float:
+    """Best of ``repeats`` runs, in CPU time of this process, so a busy machine (CI, other
+    test runs) slows the measurement far less than wall-clock time would."""
+    best = math.inf
+    for _ in range(repeats):
+        started = time.process_time()
+        for i in range(n):
+            call(i)
+        best = min(best, (time.process_time() - started) / n * 1e6)
+    return best
+
+
 def test_the_converted_path_is_cheap(types: dict[str, TypeSpec]) -> None:
-    """Pint costs ≈ 30 µs a call (measured; 1.15 ms with parsing). The compiled path must not:
-    measured ≈ 1.5-2 µs per converted value on the 2-core dev machine; 20 µs leaves room for a
-    loaded CI box while still failing if pint ever creeps back onto the hot path."""
+    """Pint costs ≈ 30 µs a conversion (measured; ≈ 1.15 ms with parsing the UCUM codes); the
+    compiled path ≈ 1.5-2 µs on the 2-core dev machine. Asserted relative to pint measured in
+    the same run (so a slow machine slows both), plus a loose absolute bound: fails if pint ever
+    creeps back onto the hot path."""
     unit = types["body-weight"].unit
     assert unit is not None
     units.converter(unit, "[lb_av]", "x")  # compiled (the first call may build the registry)
-    n = 20_000
-    started = time.perf_counter()
-    for i in range(n):
+
+    def compiled(i: int) -> object:
         conversion = units.converter(unit, "[lb_av]", "x")
         assert conversion is not None
-        conversion.apply(150.0 + i % 100 / 10, 150.0 + i % 100 / 10)
-    per_value_us = (time.perf_counter() - started) / n * 1e6
-    print(f"converted value: {per_value_us:.2f} µs")
-    assert per_value_us < 20
+        return conversion.apply(150.0 + i % 100 / 10, 150.0 + i % 100 / 10)
+
+    registry = units._ucum()[0]
+    pound, kilogram = registry("pound").units, registry("kilogram").units
+
+    def pint_call(i: int) -> object:
+        return registry.Quantity(150.0 + i % 100 / 10, pound).to(kilogram).magnitude
+
+    ours = _best_cpu_us_per_call(compiled, 20_000)
+    theirs = _best_cpu_us_per_call(pint_call, 2_000)
+    print(f"converted value: {ours:.2f} µs (CPU); one pint conversion: {theirs:.1f} µs")
+    assert ours * 4 < theirs
+    assert ours < 20
 
 
 def test_the_library_is_what_the_module_says(tmp_path: Path) -> None:
