@@ -22,6 +22,11 @@ points, so a partial aggregate is a lower bound — with oxygen unknown, SpO2 sc
 as on air, the lowest it could be), and the note names what is missing. A set is scored once it
 has ``min_parameters`` parameters.
 
+**When**: the Flag decision is taken at once on each message (a partial aggregate is a lower
+bound, so it can only rise as the rest of the set arrives); the score Observation is written by
+the scheduler once the set's window has closed — one complete score per set, and no
+Observations written on the ingest path.
+
 **Flag** (RCP response thresholds): aggregate ≥ ``aggregate_high`` (7) → high priority; ≥
 ``aggregate_medium`` (5), or any single parameter scoring 3 → the rule's priority (medium). A
 later set below both clears it (``clear_on_partial``: a partial set may clear it too).
@@ -149,8 +154,10 @@ class News2(Kind):
             last[param] = s.t
             vset = st.get("set")
             if vset is None or s.t - vset["start"] >= rule.window:
-                if vset is not None and vset.get("dirty"):
-                    self._score(ctx, rule, st)
+                if vset is not None:
+                    if vset.pop("dirty", False):
+                        self._judge(ctx, rule, st, vset)
+                    self._close(st, vset)
                 vset = st["set"] = {"start": s.t, "params": {}}
             vset["params"][param] = [s.values[measure], s.t, s.ref]
             vset["dirty"] = True
@@ -158,12 +165,63 @@ class News2(Kind):
     def flush(self, ctx: Ctx, st: State) -> None:
         rule = ctx.rule
         assert isinstance(rule, News2Rule)
-        if st.get("set", {}).get("dirty"):
-            self._score(ctx, rule, st)
+        vset = st.get("set")
+        if vset is not None and vset.pop("dirty", False):
+            self._judge(ctx, rule, st, vset)
 
-    def _score(self, ctx: Ctx, rule: News2Rule, st: State) -> None:
-        vset = st["set"]
-        vset.pop("dirty", None)
+    @staticmethod
+    def _close(st: State, vset: dict[str, Any]) -> None:
+        """A set whose window is over waits for the scheduler to write its Observation (so the
+        ingest path writes no Observations, and each set's score is written once, complete)."""
+        closed: list[dict[str, Any]] = st.setdefault("closed", [])
+        closed.append(vset)
+        del closed[:-24]
+        st.pop("set", None)
+
+    def on_tick(self, ctx: Ctx, st: State, now: float) -> None:
+        rule = ctx.rule
+        assert isinstance(rule, News2Rule)
+        ctx.settle(st, now)
+        vset = st.get("set")
+        if vset is not None and now >= vset["start"] + rule.window:
+            if vset.pop("dirty", False):
+                self._judge(ctx, rule, st, vset)
+            self._close(st, vset)
+        for done in st.pop("closed", []):
+            scored = self._score(ctx, rule, done)
+            if scored is not None:
+                ctx.emit(self._observation(ctx, rule, done, scored))
+
+    def due(self, ctx: Ctx, st: State) -> float | None:
+        rule = ctx.rule
+        assert isinstance(rule, News2Rule)
+        times = [t for t in (ctx.due(st),) if t is not None]
+        vset = st.get("set")
+        if vset is not None:
+            times.append(vset["start"] + rule.window)
+        if st.get("closed"):
+            times.append(st["closed"][-1]["start"] + rule.window)
+        return min(times) if times else None
+
+    def _judge(self, ctx: Ctx, rule: News2Rule, st: State, vset: dict[str, Any]) -> None:
+        """Flag decisions at once, on the set as it stands (a partial aggregate is a lower
+        bound, so waiting for the rest of the set could only raise it)."""
+        scored = self._score(ctx, rule, vset)
+        if scored is None:
+            return
+        aggregate, missing, any_three, t, finding = (scored["aggregate"], scored["missing"],
+                                                     scored["any_three"], scored["t"],
+                                                     scored["finding"])
+        if aggregate >= rule.aggregate_high:
+            ctx.fire(st, t, "high", finding)
+        elif aggregate >= rule.aggregate_medium or any_three:
+            ctx.fire(st, t, rule.flag.priority, finding)
+        elif missing and not rule.clear_on_partial:
+            ctx.not_clear(st)
+        else:
+            ctx.clearing(st, t)
+
+    def _score(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any]) -> dict[str, Any] | None:
         params: dict[str, list[Any]] = vset["params"]
         on_oxygen: bool | None = rule.on_oxygen
         if "air_or_oxygen" in params:
@@ -185,23 +243,15 @@ class News2(Kind):
         if on_oxygen is not None:
             scores["air_or_oxygen"] = score_air_or_oxygen(on_oxygen)
         if len(scores) < rule.min_parameters:
-            return
+            return None
         aggregate = sum(scores.values())
         missing = [p for p in PARAMETERS if p not in scores]
         any_three = any(v == 3 for v in scores.values())
         t = max(v[1] for v in params.values())
         refs = [v[2] for v in params.values()]
         finding = self._finding(ctx, rule, params, scores, aggregate, missing, any_three, t, refs)
-        ctx.emit(self._observation(ctx, rule, vset, scores, aggregate, missing, t, refs,
-                                   finding))
-        if aggregate >= rule.aggregate_high:
-            ctx.fire(st, t, "high", finding)
-        elif aggregate >= rule.aggregate_medium or any_three:
-            ctx.fire(st, t, rule.flag.priority, finding)
-        elif missing and not rule.clear_on_partial:
-            ctx.not_clear(st)
-        else:
-            ctx.clearing(st, t)
+        return {"scores": scores, "aggregate": aggregate, "missing": missing,
+                "any_three": any_three, "t": t, "refs": refs, "finding": finding}
 
     def _finding(self, ctx: Ctx, rule: News2Rule, params: dict[str, list[Any]],
                  scores: dict[str, int], aggregate: int, missing: list[str], any_three: bool,
@@ -231,8 +281,10 @@ class News2(Kind):
         return {"summary": summary, "values": values, "evidence": refs}
 
     def _observation(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any],
-                     scores: dict[str, int], aggregate: int, missing: list[str], t: float,
-                     refs: list[str], finding: dict[str, Any]) -> dict[str, Any]:
+                     scored: dict[str, Any]) -> dict[str, Any]:
+        scores: dict[str, int] = scored["scores"]
+        aggregate, missing, t, refs, finding = (scored["aggregate"], scored["missing"],
+                                                scored["t"], scored["refs"], scored["finding"])
         components: list[dict[str, Any]] = []
         for param in PARAMETERS:
             key = param if param != "spo2" else f"spo2_scale_{rule.spo2_scale}"

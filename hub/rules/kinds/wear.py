@@ -8,9 +8,10 @@ reading held for review still proves the device is transmitting, so every sample
 **Days with data**: consecutive periods of ``period_days`` local days from the patient's first
 reading; the distinct days with at least one reading are counted (Medicare's remote-monitoring
 device-supply code CPT 99454 requires readings on at least 16 days of each 30-day period). The
-count is an Observation per patient and period (``preliminary`` while the period runs, updated
-at most once per new day; ``final`` when it closes), and the ``event`` notices go out once a
-period can no longer reach ``minimum``.
+count is an Observation per patient and period, written by the daily scheduled check
+(``preliminary`` while the period runs, updated at most once a day; ``final`` when it closes —
+the ingest path only counts), and the ``event`` notices go out once a period can no longer
+reach ``minimum``.
 """
 
 from __future__ import annotations
@@ -93,24 +94,21 @@ class DaysWithData(Kind):
         if day < start:
             return  # before this patient's first monitoring period
         if day >= start + rule.period_days:
-            self._close(ctx, rule, st)
-            skipped = (day - st["start"]) // rule.period_days
-            st["start"] += skipped * rule.period_days
+            # the period ended before the scheduler closed it: keep its count for the next tick
+            st.setdefault("ended", []).append([st["start"], len(st.get("days", []))])
+            st["start"] += (day - st["start"]) // rule.period_days * rule.period_days
+            st["days"] = []
+            st.pop("dirty", None)
+            st.pop("unreachable", None)
         days: list[int] = st.setdefault("days", [])
         if day not in days:
             days.append(day)
             st["dirty"] = True
             self._reachable(ctx, rule, st, day_start(day, rule.timezone))
 
-    def flush(self, ctx: Ctx, st: State) -> None:
-        rule = ctx.rule
-        assert isinstance(rule, DaysWithDataRule)
-        if st.pop("dirty", False):
-            ctx.emit(self._observation(ctx, rule, st, final=False))
-
     def _close(self, ctx: Ctx, rule: DaysWithDataRule, st: State) -> None:
         """Finalise the current period's Observation and start the next period."""
-        ctx.emit(self._observation(ctx, rule, st, final=True))
+        ctx.emit(self._observation(ctx, rule, st["start"], len(st.get("days", [])), final=True))
         st["start"] += rule.period_days
         st["days"] = []
         st.pop("dirty", None)
@@ -137,6 +135,10 @@ class DaysWithData(Kind):
         start = st.get("start")
         if start is None:
             return
+        for ended, count in st.pop("ended", []):
+            ctx.emit(self._observation(ctx, rule, ended, count, final=True))
+        if st.pop("dirty", False):
+            ctx.emit(self._observation(ctx, rule, start, len(st.get("days", [])), final=False))
         end_t = day_start(start + rule.period_days, rule.timezone)
         if now >= end_t:
             had_data = bool(st.get("days"))
@@ -158,11 +160,9 @@ class DaysWithData(Kind):
         check = day_start(max(st.get("check_day", start), start) + 1, rule.timezone)
         return min(end, check)
 
-    def _observation(self, ctx: Ctx, rule: DaysWithDataRule, st: State, *,
+    def _observation(self, ctx: Ctx, rule: DaysWithDataRule, start: int, count: int, *,
                      final: bool) -> dict[str, Any]:
-        start = st["start"]
         end = start + rule.period_days - 1
-        count = len(st.get("days", []))
         met = count >= rule.minimum
         verdict = "meets" if met else ("does not meet" if final else "does not yet meet")
         summary = (f"{count} day(s) with device data in the period {day_text(start)} to "
