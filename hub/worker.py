@@ -34,6 +34,7 @@ def run_worker(
     poll_secs: float,
     mappings: LiveMappings | None = None,
     reload_secs: float = 2.0,
+    rules_secs: float = 15.0,
 ) -> None:
     """Loop: claim a batch, process, repeat; sleep ``poll_secs`` when idle; stop on ``stop``.
 
@@ -41,12 +42,19 @@ def run_worker(
     rolled back, so nothing is lost.
     """
     next_reload = time.monotonic() + reload_secs
+    next_rules = time.monotonic()
     backoff = poll_secs
     while not stop.is_set():
         if mappings is not None and time.monotonic() >= next_reload:
             mappings.refresh()
             next_reload = time.monotonic() + reload_secs
         try:
+            if time.monotonic() >= next_rules:
+                # Time-based rules (missed doses, silence, daily summaries) are due by the clock,
+                # not by a message: run what is due, with edited rule files reloaded first.
+                pipeline.rules.refresh()
+                pipeline.rules.tick(engine, route=pipeline.router.route)
+                next_rules = time.monotonic() + rules_secs
             done = pipeline.run_batch(engine, batch)
             backoff = poll_secs
         except OperationalError as exc:

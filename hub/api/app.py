@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from hub import __version__
 from hub.api import errors, fhir_bundle, fhir_read, fhir_write, health, ingest, messages, sync
+from hub.api import rules as rules_api
 from hub.runtime import Hub
 from hub.worker import run_worker
 
@@ -60,4 +61,5 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
     app.include_router(fhir_write.router)
     app.include_router(fhir_bundle.router)
     app.include_router(sync.router)
+    app.include_router(rules_api.router)
     return app
