@@ -17,7 +17,7 @@ from hub.contracts import Extraction
 from hub.errors import ErrorLocation, MappingError, UnknownSourceError
 from hub.mappings.extract import CompiledDeviceMapping
 from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
-from hub.mappings.yamlfile import load_model
+from hub.mappings.yamlfile import load_model, position
 
 
 def _mapping_files(folder: Path) -> list[Path]:
@@ -85,10 +85,11 @@ def load_mapping_set(root: Path, default_tz: tzinfo = UTC) -> MappingSet:
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         devices[mapping.name] = CompiledDeviceMapping(mapping, rel, default_tz)
         for index, rule in enumerate(mapping.measurements):
-            for mtype in (rule.type_map or {}).values():
+            for key, mtype in (rule.type_map or {}).items():
                 if mtype not in types:
-                    problems.append(ErrorLocation(str(path), None, None,
-                                                  f"measurements[{index}].type_map",
+                    line, col = position(path, ("measurements", index, "type_map", key))
+                    problems.append(ErrorLocation(str(path), line, col,
+                                                  f"measurements[{index}].type_map.{key}",
                                                   f"unknown measurement type '{mtype}'"))
     if problems:
         raise MappingError(f"{len(problems)} problem(s) in mappings under {root}",

@@ -17,10 +17,10 @@ The JSON Schema for editors is generated from these models (``hub mappings schem
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from jmespath.exceptions import JMESPathError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.mappings.functions import compile_expression
 
@@ -38,17 +38,25 @@ def _check_expression(value: str) -> str:
     try:
         compile_expression(value)
     except JMESPathError as exc:
-        raise ValueError(f"not a valid JMESPath expression: {exc}") from None
+        # one line, positioned in the expression (jmespath's own text spans lines with a caret)
+        where = getattr(exc, "lex_position", None)
+        what = getattr(exc, "msg", None) or str(exc)
+        if type(exc).__name__ == "IncompleteExpressionError":
+            what = "incomplete expression"
+        at = f" at character {where}" if isinstance(where, int) else ""
+        raise ValueError(f"not a valid JMESPath expression ({what}{at})") from None
     return value
+
+
+#: A JMESPath expression, checked (syntax and function names) when the file loads.
+Expr = Annotated[str, AfterValidator(_check_expression)]
 
 
 class IdentifierExpr(_Strict):
     """Where to find an identifier: ``system`` and ``value`` are JMESPath expressions."""
 
-    system: str = Field(description="JMESPath; a literal looks like 'urn:oid:1.2.3'")
-    value: str = Field(description="JMESPath giving the identifier value")
-
-    _v = field_validator("system", "value")(_check_expression)
+    system: Expr = Field(description="JMESPath; a literal looks like 'urn:oid:1.2.3'")
+    value: Expr = Field(description="JMESPath giving the identifier value")
 
 
 TimeFormat = Literal["iso8601", "epoch_s", "epoch_ms", "epoch_ns", "local_epoch_s", "dotnet_date"]
@@ -57,96 +65,64 @@ TimeFormat = Literal["iso8601", "epoch_s", "epoch_ms", "epoch_ns", "local_epoch_
 class Refusal(_Strict):
     """A shape the mapping knowingly refuses, with the reason the sender is told."""
 
-    when: str = Field(description="JMESPath over the same scope as `match`; truthy refuses")
+    when: Expr = Field(description="JMESPath over the same scope as `match` (for a mapping-level "
+                                   "refusal without `each`: over the payload); truthy refuses")
     reason: str = Field(min_length=1, description="why, in words a sender can act on "
                                                   "(never quote values: they may be PHI)")
-
-    _v = field_validator("when")(_check_expression)
 
 
 class DocumentRefusal(Refusal):
     """A refusal checked before any measurement rule: the whole payload, or each item of it."""
 
-    each: str | list[str] | None = Field(
+    each: Expr | list[Expr] | None = Field(
         None, description="as a measurement rule's `each`; omit to test the whole payload "
-                          "(then a refusal stops the message)")
-
-    @field_validator("each")
-    @classmethod
-    def _each(cls, value: str | list[str] | None) -> str | list[str] | None:
-        return _check_each(value)
-
-
-def _check_each(value: str | list[str] | None) -> str | list[str] | None:
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("a list of `each` expressions needs at least one")
-        for expr in value:
-            _check_expression(expr)
-    elif value is not None:
-        _check_expression(value)
-    return value
+                          "(then a refusal stops the message)", min_length=1)
 
 
 class MeasurementRule(_Strict):
     """One kind of measurement a payload may contain."""
 
-    each: str | list[str] | None = Field(
-        None, description="JMESPath over the payload giving the items; omit for one item. A list "
-                          "walks nested arrays: each expression runs over every item of the one "
-                          "before (e.g. [body.measuregrps, measures]); expressions then see the "
-                          "innermost element as `item` and the one enclosing it as `parent`"
+    each: Expr | list[Expr] | None = Field(
+        None, min_length=1,
+        description="JMESPath over the payload giving the items; omit for one item. A list "
+                    "walks nested arrays: each expression runs over every item of the one "
+                    "before (e.g. [body.measuregrps, measures]); expressions then see the "
+                    "innermost element as `item` and the one enclosing it as `parent`"
     )
-    match: str | None = Field(None, description="JMESPath over {item, root}; falsy skips the item")
+    match: Expr | None = Field(
+        None, description="JMESPath over {item, root}; falsy skips the item. Mind JMESPath's "
+                          "precedence: `!a.b` is `(!a).b`; write `!(a.b)`")
     refuse: list[Refusal] = Field(
         default_factory=list,
         description="checked on each matched item: the first truthy `when` turns the item into a "
                     "refused reading with its `reason` (kept and reported, never silently dropped)")
-    type: str = Field(description="JMESPath giving the measurement type (or a key of type_map)")
+    type: Expr = Field(description="JMESPath giving the measurement type (or a key of type_map)")
     type_map: dict[str, str] | None = Field(
         None, description="maps what `type` yields to catalogue type names; unmapped items skip"
     )
-    time: str = Field(description="JMESPath giving the effective time")
+    time: Expr = Field(description="JMESPath giving the effective time")
     time_format: TimeFormat = Field(
         "iso8601", description="iso8601; epoch_s / epoch_ms / epoch_ns (UNIX time, UTC; numbers "
                                "or numeric strings); local_epoch_s (seconds since 1970 counted on "
                                "the local wall clock, as iHealth's MDate: needs `time_zone`); "
                                "dotnet_date (Date(1745081013817) or Date(1745081013817-0400), "
                                "as Dexcom Share)")
-    time_zone: str | None = Field(
+    time_zone: Expr | None = Field(
         None, description="JMESPath giving the source's zone: an IANA name (Europe/Paris) or a UTC "
                           "offset (-0800, +02:00). Times without an offset are read on that clock; "
                           "absolute times keep their instant and are shown at that offset")
     device: IdentifierExpr
     patient: IdentifierExpr | None = None
-    unit: str | None = Field(None, description="JMESPath giving the unit the source used")
+    unit: Expr | None = Field(None, description="JMESPath giving the unit the source used")
     unit_map: dict[str, str] | None = Field(
         None, description="maps what `unit` yields (as text) to a UCUM unit, for sources that "
                           "code units (iHealth BPUnit 0 → mm[Hg]; Withings meastype 1 → kg); a "
                           "code not listed refuses the item")
-    values: dict[str, str] | str = Field(
+    values: dict[str, Expr] | Expr = Field(
         description="name → JMESPath per input, or one JMESPath yielding an object of inputs"
     )
-    correlation_id: str | None = None
-
-    @field_validator("match", "type", "time", "time_zone", "unit", "correlation_id")
-    @classmethod
-    def _expr(cls, value: str | None) -> str | None:
-        return None if value is None else _check_expression(value)
-
-    @field_validator("each")
-    @classmethod
-    def _each(cls, value: str | list[str] | None) -> str | list[str] | None:
-        return _check_each(value)
-
-    @field_validator("values")
-    @classmethod
-    def _values(cls, value: dict[str, str] | str) -> dict[str, str] | str:
-        if isinstance(value, str):
-            return _check_expression(value)
-        for expr in value.values():
-            _check_expression(expr)
-        return value
+    correlation_id: Expr | None = Field(
+        None, description="JMESPath giving the source's id of the reading (kept for tracing)")
 
 
 class DeviceMapping(_Strict):

@@ -69,14 +69,52 @@ def read_yaml(path: Path) -> Any:
         raise MappingError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def position(path: Path, loc: tuple[int | str, ...]) -> tuple[int | None, int | None]:
+    """Line/column of ``loc`` in a file that already parsed, for problems found after validation
+    (e.g. a type_map naming a type no catalogue defines). Only called on the error path."""
+    try:
+        return _mark(read_yaml(path), loc)
+    except MappingError:
+        return None, None
+
+
 def validation_problems(path: Path, root: Any, error: ValidationError) -> list[ErrorLocation]:
     """Turn a pydantic ValidationError over ``root`` into positioned problems."""
+    errors = error.errors(include_url=False, include_input=False)
+    # A field that accepts alternatives (an expression or a list of them) fails once per
+    # alternative; "should be a valid list" beside the real problem only confuses, so a
+    # wrong-type error of an alternative is dropped when another error names the same field.
+    real = {_base(e["loc"]) for e in errors if _is_alternative(e["loc"])
+            and not e["type"].endswith("_type")}
     problems = []
-    for err in error.errors(include_url=False, include_input=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    for err in errors:
+        if _is_alternative(err["loc"]) and err["type"].endswith("_type") and \
+                _base(err["loc"]) in real:
+            continue
+        loc = tuple(p for p in err["loc"] if not _is_tag(p))
         line, col = _mark(root, loc)
-        problems.append(ErrorLocation(str(path), line, col, _field_path(loc), err["msg"]))
+        problem = ErrorLocation(str(path), line, col, _field_path(loc), err["msg"])
+        if problem not in problems:
+            problems.append(problem)
     return problems
+
+
+def _is_tag(part: int | str) -> bool:
+    """pydantic's names for validation steps (``function-after[...]``, ``list[...]``), which
+    are not keys of the file."""
+    return isinstance(part, str) and (part.startswith("function-") or part.endswith("]"))
+
+
+def _is_alternative(loc: tuple[int | str, ...]) -> bool:
+    return any(_is_tag(p) for p in loc)
+
+
+def _base(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """The location up to the first validation-step name."""
+    for index, part in enumerate(loc):
+        if _is_tag(part):
+            return tuple(loc[:index])
+    return tuple(loc)
 
 
 def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
