@@ -41,6 +41,105 @@ class RawMessage:
     traceparent: str | None = None  # W3C trace context of the intake, to continue its trace
 
 
+@dataclass(frozen=True, slots=True)
+class Code:
+    """A coded concept as FHIR Coding: system URI, code, optional display."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Concept:
+    """A CodeableConcept: codings (may be empty) and the sender's text."""
+
+    codings: tuple[Code, ...] = ()
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A measured amount. ``unit`` is a UCUM code when known (else None and ``unit_text`` holds
+    the sender's unit); ``comparator`` is FHIR's ``<``, ``<=``, ``>=`` or ``>``."""
+
+    value: int | float
+    unit: str | None = None
+    unit_text: str | None = None
+    comparator: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A low..high range (either end may be open)."""
+
+    low: Quantity | None = None
+    high: Quantity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    numerator: Quantity
+    denominator: Quantity
+
+
+@dataclass(frozen=True, slots=True)
+class Samples:
+    """Numeric samples (FHIR SampledData): ``dimensions`` values per sampling point, interleaved;
+    ``period_ms`` is None when the source did not say."""
+
+    data: tuple[int | float, ...]
+    unit: str | None = None
+    dimensions: int = 1
+    period_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DateTimeText:
+    """A date or date-time already written as FHIR dateTime text (keeps the source precision)."""
+
+    text: str
+
+
+ObservedValue = Quantity | Range | Ratio | Samples | Concept | DateTimeText | str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRange:
+    """A reference range: parsed ends when the text was a plain ``low-high``/``<x``/``>x``."""
+
+    text: str
+    low: Quantity | None = None
+    high: Quantity | None = None
+
+
+@dataclass(slots=True)
+class ObservationDetail:
+    """What a richer source (HL7v2 OBX) says about a reading beyond type, time and values.
+
+    All optional; ``hub.normalize`` turns each into its Observation element. ``codings`` are the
+    source's own codes: kept beside the catalogue's (dual coding, e.g. MDC + LOINC), or the only
+    code when the reading has no catalogue type. ``value`` is the typed value of such a reading
+    (or a non-numeric one). ``component_codings`` adds source codes per panel component input.
+    """
+
+    codings: tuple[Code, ...] = ()
+    code_text: str | None = None
+    value: ObservedValue | None = None
+    comparator: str | None = None  # on the catalogue quantity
+    absent_reason: str | None = None  # http://terminology.hl7.org/CodeSystem/data-absent-reason
+    category: str | None = None  # observation-category code, for readings with no catalogue type
+    reference_range: tuple[ReferenceRange, ...] = ()
+    interpretation: tuple[Concept, ...] = ()
+    method: Concept | None = None
+    body_site: Concept | None = None
+    notes: tuple[str, ...] = ()
+    component_codings: dict[str, tuple[Code, ...]] = field(default_factory=dict)
+    effective_text: str | None = None  # FHIR dateTime when coarser than seconds (a bare date)
+    device_is_equipment: bool = True  # False: ``device`` only identifies the sending system
+    gateway: Identifier | None = None  # the gateway that relayed the reading, if not the device
+
+
 @dataclass(slots=True)
 class Measurement:
     """One reading extracted from a payload, before it becomes FHIR.
@@ -48,6 +147,11 @@ class Measurement:
     ``type`` names an entry of the measurement-type catalogue; ``values`` holds the named inputs
     that entry expects (``value`` for a simple quantity; ``systolic``/``diastolic`` for a panel).
     ``unit`` is the unit the source used, converted by normalize if needed.
+
+    A reading whose code is in no catalogue (an HL7 lab result, an unmapped MDC metric) has
+    ``type`` = its identity key (``"system|code"``, plus where in the message when codes repeat),
+    ``values`` empty and its typed value in ``detail.value``. ``status`` is the FHIR
+    Observation.status (None: final).
     """
 
     type: str
@@ -59,17 +163,34 @@ class Measurement:
     correlation_id: str | None = None
     mapping: str | None = None  # "file@version" of the device mapping that produced it
     location: str | None = None  # where in the payload (for errors), never the values
+    status: str | None = None  # FHIR Observation.status; None means final
+    detail: ObservationDetail | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PatientMerge:
+    """An instruction to merge patients (HL7 ADT^A40): everything recorded for the patient known
+    by ``merged`` identifiers moves to the one known by ``survivor``."""
+
+    survivor: Identifier
+    merged: tuple[Identifier, ...]
+    location: str | None = None
 
 
 @dataclass(slots=True)
 class Extraction:
-    """Everything one inbound message yields: measurements and registry facts."""
+    """Everything one inbound message yields: measurements and registry facts.
+
+    Patients and devices given here carry business identifiers; the pipeline binds every one of
+    them in the identity registry (so a later reading naming any of them finds this resource).
+    """
 
     measurements: list[Measurement] = field(default_factory=list)
     patients: list[dict[str, Any]] = field(default_factory=list)  # Patient resources to upsert
     devices: list[dict[str, Any]] = field(default_factory=list)  # Device resources to upsert
     resources: list[dict[str, Any]] = field(default_factory=list)  # FHIR resources given as-is
     errors: list[DataError] = field(default_factory=list)  # items that could not be extracted
+    merges: list[PatientMerge] = field(default_factory=list)  # patient merges to apply
 
 
 class MeasurementExtractor(Protocol):

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from hub.contracts import Identifier, Measurement
+from hub.contracts import Identifier, Measurement, PatientMerge
 from hub.errors import UnassignedDeviceError
 from hub.fhir.ids import registry_id
-from hub.store import inbox, registry, resources
+from hub.store import inbox, merge, registry, resources
 from hub.store.db import write_tx
+from hub.store.resources import Written
 
 _CACHE_LIMIT = 100_000
 
@@ -63,6 +64,58 @@ class IdentityResolver:
     def _assigned(self, conn: Connection, device_id: str, when: datetime) -> str | None:
         return registry.patient_at(conn, device_id, when)
 
+    def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> None:
+        """Bind every business identifier of the Patients/Devices a message gives (ADT PID-3,
+        PCD-01 EUI-64) to that resource, in place.
+
+        A resource whose identifier is already registered takes the registered id (and
+        references to it among ``given`` follow), so the readings filed under any of its
+        identifiers and the resource itself stay one; its other identifiers are bound to that id
+        too. An identifier already bound to a different resource keeps its binding (only a merge
+        moves identifiers).
+        """
+        renamed: dict[str, str] = {}
+        for res in given:
+            rtype, idents = res["resourceType"], registry.identifiers_of(res)
+            known = [self._shared.get(k) or self._pending.get(k)
+                     for k in ((rtype, i.system, i.value) for i in idents)]
+            bound = next((k for k in known if k is not None), None)
+            for ident in idents if bound is None else ():
+                bound = registry.lookup(conn, rtype, ident)
+                if bound is not None:
+                    break
+            rid = bound or res["id"]
+            if rid != res["id"]:
+                renamed[f"{rtype}/{res['id']}"] = f"{rtype}/{rid}"
+                res["id"] = rid
+            for ident, cached in zip(idents, known, strict=True):
+                if cached != rid:
+                    self._pending[(rtype, ident.system, ident.value)] = registry.register(
+                        conn, rtype, ident, rid)
+        if renamed:
+            for res in given:
+                _repoint(res, renamed)
+
+    def apply_merges(self, conn: Connection, merges: list[PatientMerge],
+                     message_id: str | None) -> list[Written]:
+        """Merge patients (ADT^A40) and forget every cached binding: identifiers moved."""
+        written: list[Written] = []
+        for m in merges:
+            survivor = self._resolve(conn, "Patient", m.survivor)
+            resources.upsert(conn, self.take_new(), message_id)  # a survivor first seen here
+            merged = {found for ident in m.merged
+                      if (found := registry.lookup(conn, "Patient", ident)) is not None}
+            written += merge.merge_patients(conn, survivor, merged, m.merged, message_id)
+        if merges:
+            self.invalidate()
+        return written
+
+    def invalidate(self) -> None:
+        """Drop cached bindings (this process's; other processes see moved bindings once their
+        own cache misses or is cleared — see README § HL7v2 feeds)."""
+        self._shared.clear()
+        self._pending.clear()
+
     def take_new(self) -> list[dict[str, Any]]:
         """Patients/Devices first registered since the last call (to store with the message)."""
         new, self.new_resources = self.new_resources, []
@@ -78,6 +131,19 @@ class IdentityResolver:
     def rolled_back(self) -> None:
         self._pending.clear()
         self.new_resources = []
+
+
+def _repoint(node: Any, renamed: dict[str, str]) -> None:
+    """Rewrite ``{"reference": old}`` to the new id everywhere inside ``node``."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in renamed:
+            node["reference"] = renamed[ref]
+        for value in node.values():
+            _repoint(value, renamed)
+    elif isinstance(node, list):
+        for value in node:
+            _repoint(value, renamed)
 
 
 def assign_device(

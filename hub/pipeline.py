@@ -24,10 +24,11 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from hub.contracts import Extraction, RawMessage
+from hub.contracts import Extraction, PatientMerge, RawMessage
 from hub.errors import DataError, UnassignedDeviceError
 from hub.identity import IdentityResolver
 from hub.mappings.catalogue import MappingSet
+from hub.normalize.hl7v2_observation import build_detailed_observation
 from hub.normalize.observation import Lineage, build_observation
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
@@ -46,6 +47,7 @@ class Outcome:
     status: str
     resources: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    merges: list[PatientMerge] = field(default_factory=list)
 
     @property
     def error_text(self) -> str | None:
@@ -82,15 +84,25 @@ class Pipeline:
                       errors=[_describe(e) for e in extraction.errors])
         lineage = Lineage(raw.id, raw.source)
         unassigned = 0
+        if extraction.patients or extraction.devices:
+            resolver.adopt(conn, extraction.patients + extraction.devices)
+        out.merges = extraction.merges
         with self.telemetry.span("normalize", source=raw.source,
                                  measurements=len(extraction.measurements)):
             for m in extraction.measurements:
                 try:
                     spec = mapping_set.types.get(m.type)
-                    if spec is None:
+                    if spec is None and m.detail is None:
                         raise DataError(f"unknown measurement type '{m.type}'", location=m.location)
                     device_id = resolver.device(conn, m.device)
                     patient_id = resolver.patient(conn, m, device_id)
+                    if m.detail is not None:  # HL7v2 OBX and other sources with richer readings
+                        gateway = m.detail.gateway
+                        out.resources.append(build_detailed_observation(
+                            m, spec, patient_id=patient_id, device_id=device_id, lineage=lineage,
+                            gateway_id=resolver.device(conn, gateway) if gateway else None))
+                        continue
+                    assert spec is not None  # a reading without detail has a catalogue type
                     out.resources.append(build_observation(
                         m, spec, patient_id=patient_id, device_id=device_id, lineage=lineage))
                 except UnassignedDeviceError as exc:
@@ -117,6 +129,8 @@ class Pipeline:
             out.resources = []
         with self.telemetry.span("store", resources=len(out.resources)):
             written = resources.upsert(conn, out.resources, raw.id)
+            if out.merges and out.status != inbox.STATUS_FAILED:
+                written += resolver.apply_merges(conn, out.merges, raw.id)
         observations = [r for r in out.resources if r["resourceType"] == "Observation"]
         with self.telemetry.span("rules", observations=len(observations)):
             derived = self.rules.evaluate(conn, observations) if observations else []

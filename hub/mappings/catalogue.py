@@ -16,6 +16,7 @@ from typing import Any
 from hub.contracts import Extraction
 from hub.errors import ErrorLocation, MappingError, UnknownSourceError
 from hub.mappings.extract import CompiledDeviceMapping
+from hub.mappings.hl7v2 import Hl7v2Maps, load_hl7v2_maps
 from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
 from hub.mappings.yamlfile import load_model, position
 
@@ -34,9 +35,13 @@ class MappingSet:
     types: dict[str, TypeSpec]
     fingerprint: str
     files: tuple[str, ...] = field(default_factory=tuple)
+    hl7v2: Hl7v2Maps | None = None  # mappings/hl7v2: HL7v2 messages keyed on MSH-9 and OBX-3
 
     def extract(self, mapping: str, document: Any) -> Extraction:
-        """``hub.contracts.MeasurementExtractor``: run the named device mapping."""
+        """``hub.contracts.MeasurementExtractor``: run the named device mapping (``hl7v2`` and
+        ``hl7v2:<sender map>`` run the HL7v2 engine over a tokenized message)."""
+        if self.hl7v2 is not None and (mapping == "hl7v2" or mapping.startswith("hl7v2:")):
+            return self.hl7v2.extract(mapping, document)
         compiled = self.devices.get(mapping)
         if compiled is None:
             raise UnknownSourceError(f"no device mapping named '{mapping}'")
@@ -91,7 +96,10 @@ def load_mapping_set(root: Path, default_tz: tzinfo = UTC) -> MappingSet:
                     problems.append(ErrorLocation(str(path), line, col,
                                                   f"measurements[{index}].type_map.{key}",
                                                   f"unknown measurement type '{mtype}'"))
+    hl7v2, hl7_problems, hl7_files = load_hl7v2_maps(root / "hl7v2", types, default_tz, root)
+    problems.extend(hl7_problems)
+    files.extend(hl7_files)
     if problems:
         raise MappingError(f"{len(problems)} problem(s) in mappings under {root}",
                            problems=problems)
-    return MappingSet(devices, types, fingerprint(root), tuple(files))
+    return MappingSet(devices, types, fingerprint(root), tuple(files), hl7v2)

@@ -1,0 +1,522 @@
+"""ORU^R01 (and IHE PCD-01) → measurements and the devices that took them.
+
+Walks OBR groups and their OBX rows in message order:
+
+- **Device rows** (IHE PCD-01): OBX-4 ``MDS[.VMD[.CHAN]]`` with no value type and no value
+  describe the containment tree; they become Devices (``parent`` pointing up the tree) and
+  produce no Observation. A level numbered 0 is "not used" and skipped.
+- **Metric rows** become measurements. The OBX-3 code picks the target (``tables.Target``): MDC
+  codes through ``mdc.yaml``, the sender's local codes through its sender map, LOINC codes of a
+  catalogue type directly; any other code is kept as sent, its value typed by OBX-2.
+- **Device identity** of a reading: the EUI-64 in its own OBX-18, else its MDS row's, else the
+  gateway's (MSH-3 or OBR-3 naming an EUI-64), else the sending system (MSH-3/MSH-4), which is
+  then not written as the Observation's device.
+- **Effective time**: OBX-14, else the nearest containment ancestor's OBX-14, else OBR-7, else
+  MSH-7; times without an offset are read at MSH-7's offset, else the default time zone.
+- **Panels**: systolic, diastolic (and mean) rows of one channel at one instant, with the same
+  status and nothing row-specific (reference range, flags, comparator, method, notes), become
+  one panel reading (the BP panel 85354-9 with components); otherwise each stays on its own so
+  nothing is lost.
+
+Problems with one OBX become an error naming ``OBX[n]-field`` (n counts OBX segments in the
+message) and the rest of the message still converts.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any
+
+from hub.contracts import (
+    Code,
+    Concept,
+    Extraction,
+    Identifier,
+    Measurement,
+    ObservationDetail,
+    ObservedValue,
+    Quantity,
+    ReferenceRange,
+)
+from hub.errors import DataError
+from hub.fhir.ids import registry_id, stable_id
+from hub.hl7v2 import Message, Segment
+from hub.mappings.hl7v2.codes import (
+    INTERPRETATION,
+    INTERPRETATION_CODES,
+    LOINC,
+    MDC,
+    RESULT_STATUS,
+    UCUM,
+    UNKNOWN_STATUS,
+    local_system,
+    system_uri,
+)
+from hub.mappings.hl7v2.identifiers import (
+    EUI64_SYSTEM,
+    equipment,
+    facility_system,
+    hd_eui64,
+    patient_identifier,
+    sender_identifier,
+)
+from hub.mappings.hl7v2.tables import CompiledSender, Hl7v2Maps, Target
+from hub.mappings.hl7v2.times import Hl7Time, offset_zone, parse_dtm
+from hub.mappings.hl7v2.values import (
+    SUPPORTED,
+    Unsupported,
+    concept,
+    number,
+    observed_value,
+    reference_range,
+)
+
+_PATH = re.compile(r"\d+(?:\.\d+)*\Z")
+_SYSID_TYPE = {"coding": [{"system": "http://hl7.org/fhir/uv/phd/CodeSystem/"
+                                     "ContinuaDeviceIdentifiers",
+                           "code": "SYSID", "display": "IEEE 11073 System Identifier"}]}
+HL7V2_REF = "hl7v2@v1"
+
+
+@dataclass(slots=True)
+class _Row:
+    seg: Segment
+    index: int  # 1-based among the message's OBX segments
+    group: int  # OBR group (0: OBX before any OBR)
+    obr_time: Hl7Time | None
+    path: tuple[int, ...] | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def device_row(self) -> bool:
+        return (self.path is not None and len(self.path) <= 3
+                and not self.seg.field(2).strip() and not self.seg.raw(5).strip())
+
+
+@dataclass(slots=True)
+class _Context:
+    maps: Hl7v2Maps
+    sender: CompiledSender | None
+    local: str
+    zone: tzinfo
+    msh_time: Hl7Time | None
+    patient: Identifier | None
+    gateway: Identifier | None
+    sender_ident: Identifier
+    component_sep: str
+    prefix: str
+    times: dict[tuple[int, tuple[int, ...]], Hl7Time | None] = field(default_factory=dict)
+    mds_equipment: dict[tuple[int, int], Identifier] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Part:
+    """A candidate panel component, held back until its siblings are known."""
+
+    slot: int
+    measurement: Measurement
+    input: str
+    value: int | float
+    codings: tuple[Code, ...]
+
+
+def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
+                out: Extraction, prefix: str = "") -> None:
+    """Append the message's measurements, devices and per-OBX errors to ``out``."""
+    msh = msg.msh
+    application, facility = msh.component(3, 1).strip(), msh.component(4, 1).strip()
+    msh7 = msh.component(7, 1)
+    zone = offset_zone(msh7) or maps.default_tz
+    try:
+        msh_time = parse_dtm(msh7, zone)
+    except ValueError:
+        raise DataError("MSH-7 is not a valid date/time", location=f"{prefix}MSH-7") from None
+    local = (sender.code_system if sender and sender.code_system
+             else local_system(facility, application))
+    reps = msh.repetitions(3)
+    ctx = _Context(maps, sender, local, zone, msh_time, _patient(msg, maps, prefix, out),
+                   hd_eui64(reps[0] if reps else None), sender_identifier(application, facility),
+                   msg.encoding.component, prefix)
+    rows = _rows(msg, ctx, out)
+    if not rows:
+        raise DataError("the ORU^R01 holds no OBX segment", location=f"{prefix}OBX")
+    devices: dict[str, dict[str, Any]] = {}
+    _device_tree(rows, ctx, devices)
+    slots: list[Measurement | None] = []
+    parts: dict[tuple[Any, ...], list[_Part]] = {}
+    for row in rows:
+        if row.device_row:
+            continue
+        try:
+            _metric(row, ctx, slots, parts, devices)
+        except DataError as exc:
+            out.errors.append(exc)
+    _group_panels(parts, slots, rows, ctx)
+    out.measurements.extend(m for m in slots if m is not None)
+    out.devices.extend(devices.values())
+
+
+def _patient(msg: Message, maps: Hl7v2Maps, prefix: str, out: Extraction) -> Identifier | None:
+    pid = msg.segment("PID")
+    if pid is None:
+        return None
+    msh = msg.msh
+    fac_sys = facility_system(msh.component(4, 1).strip(), msh.component(3, 1).strip())
+    found = [f for rep in pid.repetitions(3)
+             if (f := patient_identifier(rep, maps.settings.assigning_authorities, fac_sys))]
+    if not found:
+        return None
+    for wanted in maps.settings.patient_identifier_types:
+        for ident, id_type in found:
+            if id_type.upper() == wanted:
+                return ident
+    return found[0][0]
+
+
+def _rows(msg: Message, ctx: _Context, out: Extraction) -> list[_Row]:
+    rows: list[_Row] = []
+    group, obr_time = 0, None
+    last: _Row | None = None
+    for seg in msg.segments:
+        name = seg.name
+        if name == "OBR":
+            group += 1
+            last = None
+            try:
+                obr_time = parse_dtm(seg.component(7, 1), ctx.zone)
+            except ValueError:
+                out.errors.append(DataError("OBR-7 is not a valid date/time",
+                                            location=f"{ctx.prefix}OBR[{group}]-7"))
+                obr_time = None
+        elif name == "OBX":
+            sub = seg.field(4).strip()
+            path = tuple(int(p) for p in sub.split(".")) if _PATH.match(sub) else None
+            last = _Row(seg, len(rows) + 1, group, obr_time, path)
+            rows.append(last)
+        elif name == "NTE" and last is not None:
+            text = "\n".join(r.text for r in seg.repetitions(3)).strip()
+            if text and text != '""':
+                last.notes.append(text)
+        elif name != "NTE":
+            last = None
+    return rows
+
+
+def _where(ctx: _Context, row: _Row, n: int | None = None) -> str:
+    return f"{ctx.prefix}OBX[{row.index}]" + (f"-{n}" if n is not None else "")
+
+
+def _row_time(row: _Row, ctx: _Context) -> Hl7Time | None:
+    key = (row.group, row.path or (-row.index,))
+    if key in ctx.times:
+        return ctx.times[key]
+    try:
+        own = parse_dtm(row.seg.component(14, 1), ctx.zone)
+    except ValueError:
+        raise DataError("OBX-14 is not a valid date/time", location=_where(ctx, row, 14)) from None
+    if own is None and row.path is not None:
+        for depth in range(len(row.path) - 1, 0, -1):
+            inherited = ctx.times.get((row.group, row.path[:depth]))
+            if inherited is not None:
+                own = inherited
+                break
+    ctx.times[key] = own
+    return own
+
+
+def _device_tree(rows: list[_Row], ctx: _Context, devices: dict[str, dict[str, Any]]) -> None:
+    """MDS equipment per (group, MDS), and a Device per containment row."""
+    for row in rows:
+        if row.path is None:
+            continue
+        for rep in row.seg.repetitions(18):
+            found = equipment(rep)
+            if found is not None:
+                ctx.mds_equipment.setdefault((row.group, row.path[0]), found)
+                ctx.mds_equipment.setdefault((0, row.path[0]), found)
+                break
+        if row.device_row:
+            with suppress(DataError):  # a bad device-row time only loses the inheritance
+                _row_time(row, ctx)  # channel times are inherited by their metrics
+    for row in rows:
+        if not row.device_row or row.path is None or row.path[-1] == 0:
+            continue
+        mds = _mds_identity(row, ctx)
+        code = _codings(row, ctx)
+        device: dict[str, Any] = {"resourceType": "Device"}
+        if len(row.path) == 1:
+            device.update(_identified(mds))
+        else:
+            parent_path = tuple(p for p in row.path[:-1])
+            while parent_path and parent_path[-1] == 0:
+                parent_path = parent_path[:-1]
+            parent = (registry_id("Device", mds) if len(parent_path) <= 1
+                      else _part_id(mds, parent_path))
+            device["id"] = _part_id(mds, row.path)
+            device["parent"] = {"reference": f"Device/{parent}"}
+        if code:
+            device["type"] = _concept_json(Concept(code))
+        existing = devices.get(device["id"])
+        if existing is None or "type" not in existing:
+            devices[device["id"]] = device
+        if len(row.path) > 1 and registry_id("Device", mds) not in devices:
+            devices[registry_id("Device", mds)] = {"resourceType": "Device", **_identified(mds)}
+
+
+def _part_id(mds: Identifier, path: tuple[int, ...]) -> str:
+    return stable_id("Device", mds.token(), ".".join(str(p) for p in path))
+
+
+def _identified(ident: Identifier) -> dict[str, Any]:
+    entry: dict[str, Any] = {"system": ident.system, "value": ident.value}
+    if ident.system == EUI64_SYSTEM:
+        entry = {"type": _SYSID_TYPE, **entry}
+    return {"id": registry_id("Device", ident), "identifier": [entry]}
+
+
+def _mds_identity(row: _Row, ctx: _Context) -> Identifier:
+    if row.path is not None:
+        for key in ((row.group, row.path[0]), (0, row.path[0])):
+            if key in ctx.mds_equipment:
+                return ctx.mds_equipment[key]
+    return ctx.gateway or ctx.sender_ident
+
+
+def _codings(row: _Row, ctx: _Context) -> tuple[Code, ...]:
+    seg = row.seg
+    out: list[Code] = []
+    for first in (1, 4):
+        code = seg.component(3, first).strip()
+        if code:
+            system = system_uri(seg.component(3, first + 2), ctx.local)
+            display = seg.component(3, first + 1).strip() or None
+            if display is None and system == MDC and (known := ctx.maps.mdc.get(code)):
+                display = known.display
+            out.append(Code(system, code, display))
+    return tuple(out)
+
+
+def _target(codings: tuple[Code, ...], ctx: _Context) -> Target | None:
+    for coding in codings:
+        if coding.system == MDC:
+            found = ctx.maps.mdc.get(coding.code)
+        elif coding.system == LOINC:
+            name = ctx.maps.loinc_types.get(coding.code)
+            found = Target(type=name, mapping=HL7V2_REF) if name else None
+        elif ctx.sender is not None and coding.system == ctx.local:
+            found = ctx.sender.codes.get(coding.code)
+        else:
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _unit(seg: Segment, ctx: _Context) -> tuple[str | None, str | None]:
+    """OBX-6 → (UCUM code if known, the sender's unit text otherwise)."""
+    code, text, system = (seg.component(6, 1).strip(), seg.component(6, 2).strip(),
+                          seg.component(6, 3).strip().upper())
+    if not code and not text:
+        return None, None
+    if system == "MDC":
+        found = ctx.maps.mdc_units.get(code) or ctx.maps.mdc_units.get(text)
+        return (found, None) if found else (None, text or code)
+    if system == "UCUM":
+        return code, None
+    if ctx.sender is not None and (found := ctx.sender.units.get(code)):
+        return found, None
+    return None, code or text
+
+
+def _metric(row: _Row, ctx: _Context, slots: list[Measurement | None],
+            parts: dict[tuple[Any, ...], list[_Part]], devices: dict[str, dict[str, Any]]
+            ) -> None:
+    seg = row.seg
+    codings = _codings(row, ctx)
+    if not codings:
+        raise DataError("OBX-3 observation identifier is missing", location=_where(ctx, row, 3))
+    value_type = seg.field(2).strip().upper()
+    if not value_type and seg.raw(5).strip():
+        value_type = "CWE" if ctx.component_sep in seg.raw(5) else "ST"
+    if value_type and value_type not in SUPPORTED:
+        raise DataError(f"OBX-2 value type {value_type[:8]} is not converted "
+                        "(supported: NM SN ST TX FT CWE CE CNE DTM DT TS NA MA)",
+                        location=_where(ctx, row, 2))
+    ucum, unit_text = _unit(seg, ctx)
+    zone = ctx.zone
+    try:
+        value = observed_value(seg, value_type, ucum, unit_text, zone, ctx.local,
+                               ctx.component_sep)
+    except Unsupported as exc:
+        raise DataError(str(exc), location=_where(ctx, row, 5)) from None
+    except ValueError:
+        raise DataError(f"OBX-5 is not a valid {value_type} value",
+                        location=_where(ctx, row, 5)) from None
+    status, absent = RESULT_STATUS.get(seg.field(11).strip().upper(), UNKNOWN_STATUS)
+    when = _row_time(row, ctx) or row.obr_time or ctx.msh_time
+    if when is None:
+        raise DataError("no time: OBX-14, OBR-7 and MSH-7 are all empty",
+                        location=_where(ctx, row, 14))
+    device = _equipment_of(row, ctx)
+    is_equipment = device != ctx.sender_ident
+    for ident in (device if is_equipment else None, ctx.gateway):
+        if ident is not None:
+            devices.setdefault(registry_id("Device", ident),
+                               {"resourceType": "Device", **_identified(ident)})
+    target = _target(codings, ctx)
+    detail = ObservationDetail(
+        codings=codings,
+        code_text=seg.component(3, 2).strip() or None,
+        absent_reason=absent if value is None else None,
+        reference_range=_ranges(seg, ucum, unit_text),
+        interpretation=_interpretations(seg),
+        method=_merged_concept(seg, 17, ctx.local),
+        body_site=_merged_concept(seg, 20, ctx.local),
+        notes=tuple(row.notes),
+        effective_text=when.fhir() if when.precision in ("year", "month", "day") else None,
+        device_is_equipment=is_equipment,
+        gateway=ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None,
+    )
+    m = Measurement(type="", time=when.when, device=device, values={}, patient=ctx.patient,
+                    mapping=target.mapping if target else HL7V2_REF,
+                    location=_where(ctx, row), status=status, detail=detail)
+    type_name = target.type if target is not None else None
+    spec = ctx.maps.types.get(type_name) if type_name else None
+    if type_name and spec is not None and spec.value in ("quantity", "integer"):
+        quantity = _as_quantity(value, ucum, unit_text)
+        if value is not None and quantity is None:
+            raise DataError(f"OBX-5 is not a number, but its code maps to {type_name}",
+                            location=_where(ctx, row, 5))
+        m.type = type_name
+        if quantity is not None:
+            m.values = {spec.input: quantity.value}
+            m.unit = quantity.unit or quantity.unit_text
+            detail.comparator = quantity.comparator
+    else:
+        m.type = f"{codings[0].system}|{codings[0].code}"
+        if row.path is not None:
+            m.type += f"@{'.'.join(map(str, row.path))}"
+        if value_type == "ST" and (ucum or unit_text):
+            # Monitors send numbers as ST with a unit in OBX-6: keep them numbers.
+            value = _as_quantity(value, ucum, unit_text) or value
+        detail.value = value
+        if target is not None:
+            detail.codings = codings + target.codes
+            detail.category = target.category
+        elif codings[0].system == LOINC:
+            detail.category = "laboratory"
+    slots.append(m)
+    if (target is not None and target.panel_type and target.panel_input
+            and m.values and _plain(detail)):
+        key = (row.group, row.path[:3] if row.path and len(row.path) >= 4 else None,
+               m.time, target.panel_type, status, m.unit)
+        parts.setdefault(key, []).append(
+            _Part(len(slots) - 1, m, target.panel_input, next(iter(m.values.values())), codings))
+
+
+def _plain(detail: ObservationDetail) -> bool:
+    return not (detail.comparator or detail.reference_range or detail.interpretation
+                or detail.method or detail.body_site or detail.notes)
+
+
+def _as_quantity(value: ObservedValue | None, ucum: str | None, unit_text: str | None
+                 ) -> Quantity | None:
+    if isinstance(value, Quantity):
+        return value
+    if isinstance(value, str):  # ST from a monitor that sends numbers as text
+        try:
+            return Quantity(number(value), ucum, unit_text)
+        except ValueError:
+            return None
+    return None
+
+
+def _equipment_of(row: _Row, ctx: _Context) -> Identifier:
+    for rep in row.seg.repetitions(18):
+        found = equipment(rep)
+        if found is not None:
+            return found
+    return _mds_identity(row, ctx)
+
+
+def _ranges(seg: Segment, ucum: str | None, unit_text: str | None
+            ) -> tuple[ReferenceRange, ...]:
+    found = reference_range(seg.text(7), ucum, unit_text)
+    return () if found is None else (found,)
+
+
+def _interpretations(seg: Segment) -> tuple[Concept, ...]:
+    out: list[Concept] = []
+    for rep in seg.repetitions(8):
+        code = rep.component(1).strip()
+        if not code or code == '""':
+            continue
+        if code in INTERPRETATION_CODES:
+            out.append(Concept((Code(INTERPRETATION, code),), rep.component(2).strip() or None))
+        else:
+            out.append(Concept((), rep.component(2).strip() or code))
+    return tuple(out)
+
+
+def _merged_concept(seg: Segment, n: int, local: str) -> Concept | None:
+    found = [concept(rep, local) for rep in seg.repetitions(n)]
+    codings = tuple(c for f in found for c in f.codings)
+    text = next((f.text for f in found if f.text), None)
+    return Concept(codings, text) if codings or text else None
+
+
+def _group_panels(parts: dict[tuple[Any, ...], list[_Part]], slots: list[Measurement | None],
+                  rows: list[_Row], ctx: _Context) -> None:
+    for key, found in parts.items():
+        panel_type = key[3]
+        spec = ctx.maps.types[panel_type]
+        inputs = [p.input for p in found]
+        required = {c.input for c in spec.components if c.required}
+        if len(set(inputs)) != len(inputs) or not required <= set(inputs):
+            continue  # incomplete or ambiguous: each part stays a reading of its own
+        first = found[0].measurement
+        detail = first.detail or ObservationDetail()
+        panel_codes = _panel_codings(key, rows, ctx, panel_type)
+        panel = Measurement(
+            type=panel_type, time=first.time, device=first.device,
+            values={p.input: p.value for p in found}, unit=first.unit, patient=first.patient,
+            mapping=first.mapping, location=first.location, status=first.status,
+            detail=ObservationDetail(
+                codings=panel_codes, component_codings={p.input: p.codings for p in found},
+                effective_text=detail.effective_text,
+                device_is_equipment=detail.device_is_equipment, gateway=detail.gateway),
+        )
+        slots[found[0].slot] = panel
+        for part in found[1:]:
+            slots[part.slot] = None
+
+
+def _panel_codings(key: tuple[Any, ...], rows: list[_Row], ctx: _Context, panel_type: str
+                   ) -> tuple[Code, ...]:
+    group, channel = key[0], key[1]
+    if channel is None:
+        return ()
+    for row in rows:
+        if row.device_row and row.group == group and row.path == channel:
+            codings = _codings(row, ctx)
+            target = _target(codings, ctx)
+            if target is not None and target.names_panel == panel_type:
+                return codings
+    return ()
+
+
+def _concept_json(value: Concept) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if value.codings:
+        out["coding"] = [{k: v for k, v in (("system", c.system), ("code", c.code),
+                                            ("display", c.display)) if v is not None}
+                         for c in value.codings]
+    if value.text:
+        out["text"] = value.text
+    return out
+
+
+__all__ = ["UCUM", "extract_oru"]
