@@ -120,6 +120,12 @@ def validate(resource: Any, where: str) -> str:
     return str(rtype)
 
 
+def with_id(resource: dict[str, Any], rid: str) -> dict[str, Any]:
+    """The resource with ``id`` set, placed right after ``resourceType`` as FHIR JSON shows it."""
+    rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id")}
+    return {"resourceType": resource["resourceType"], "id": rid, **rest}
+
+
 def create_id(rtype: str, resource: dict[str, Any], digest: str, index: int) -> str:
     """The id a create assigns: from the first full identifier, else from the body and index."""
     for ident in resource.get("identifier") or []:
@@ -192,7 +198,7 @@ def _entry(raw: Any, index: int, digest: str) -> dict[str, Any]:
                 raise EntryError(exc.message, f"{where}.request.ifNoneExist", exc.code) from None
         else:
             rid = create_id(rtype, resource, digest, index)
-        resource["id"] = rid
+        resource = with_id(resource, rid)
     return {"method": method, "type": rtype, "id": rid, "resource": resource, "error": None,
             "fullUrl": raw.get("fullUrl")}
 
@@ -229,7 +235,7 @@ class FhirResourceConnector(Connector):
             rid, method = given, "POST"
         else:
             rid, method = create_id(rtype, resource, digest, 0), "POST"
-        resource["id"] = rid
+        resource = with_id(resource, rid)
         return {"kind": "resource", "entries": [
             {"method": method, "type": rtype, "id": rid, "resource": resource, "error": None}]}
 
@@ -266,15 +272,20 @@ class FhirResourceConnector(Connector):
         return {"kind": kind, "entries": entries}
 
     def extract(self, document: JSON, mappings: MeasurementExtractor) -> Extraction:
-        """The planned resources, as given (no device mapping); a batch's bad entries as errors."""
+        """The planned resources (no device mapping); a batch's bad entries as errors.
+
+        A *created* Patient or Device goes to ``patients``/``devices``, whose identifiers the
+        pipeline binds in the identity registry (a create naming a known identifier resolves to
+        that resource). A PUT goes to ``resources`` as is: its id is the client's, never renamed.
+        """
         out = Extraction()
         for entry in document["entries"]:
             error = entry["error"]
             if error is not None:
                 out.errors.append(DataError(error["message"], location=error["location"]))
-            elif entry["type"] == "Patient":
+            elif entry["method"] == "POST" and entry["type"] == "Patient":
                 out.patients.append(entry["resource"])
-            elif entry["type"] == "Device":
+            elif entry["method"] == "POST" and entry["type"] == "Device":
                 out.devices.append(entry["resource"])
             else:
                 out.resources.append(entry["resource"])

@@ -34,7 +34,7 @@ from hub.api.fhir_write import (
     accepted,
     decode,
     fhir_connector,
-    load,
+    locate,
     prefer_return,
     read_body,
     refuse,
@@ -109,17 +109,16 @@ async def batch_or_transaction(
     lineage = await run_in_threadpool(wait_processed, hub, receipt.message_id)
     if lineage is None:
         return accepted(fhir_base(request), receipt, None)
-    found = await run_in_threadpool(load, hub, keys)
+    located = await run_in_threadpool(locate, hub, entries)
     if lineage["status"] not in _DONE and (kind == "transaction" or keys):
         raise ApiError(500, f"processing failed; see /messages/{receipt.message_id}",
                        code="exception")
     representation = prefer_return(prefer) == "representation" and prefer is not None
     answers = []
-    for e in entries:
+    for e, row in zip(entries, located, strict=True):
         if e["error"] is not None:
             answers.append(_entry_error(e["error"]))
             continue
-        row = found.get((e["type"], e["id"]))
         if row is None:  # processed, yet absent: never expected; say so rather than guess
             answers.append(_entry_error({"code": "exception", "location": None,
                                          "message": "entry was not stored"}))

@@ -214,21 +214,44 @@ def was_created(found: q.Stored, receipt: inbox.Receipt) -> bool:
             and found.version_id == 1)
 
 
-def load(hub: Hub, keys: list[tuple[str, str]]) -> dict[tuple[str, str], q.Stored]:
+def locate(hub: Hub, entries: list[dict[str, Any]]) -> list[q.Stored | None]:
+    """Each planned entry's resource as stored now (None for a refused entry).
+
+    A created Patient/Device whose identifier the registry had already bound to another id is
+    filed under that id by the pipeline's identity stage: the answer follows it there.
+    """
+    keys = [(e["type"], e["id"]) for e in entries if e["error"] is None]
     with hub.engine.connect() as conn:
-        return q.stored(conn, keys)
+        found = q.stored(conn, keys)
+        located: list[q.Stored | None] = []
+        for e in entries:
+            row = None if e["error"] is not None else found.get((e["type"], e["id"]))
+            if row is None and e["error"] is None and e["method"] == "POST" and \
+                    e["type"] in ("Patient", "Device"):
+                row = _registered(conn, e["type"], e["resource"])
+            located.append(row)
+    return located
+
+
+def _registered(conn: Any, res_type: str, resource: dict[str, Any]) -> q.Stored | None:
+    for ident in resource.get("identifier") or []:
+        if ident.get("system") and ident.get("value"):
+            bound = q.registered_id(conn, res_type, ident["system"], ident["value"])
+            if bound is not None:
+                return q.stored(conn, [(res_type, bound)]).get((res_type, bound))
+    return None
 
 
 async def settle(
-    request: Request, hub: Hub, receipt: inbox.Receipt, res_type: str, res_id: str,
+    request: Request, hub: Hub, receipt: inbox.Receipt, entry: dict[str, Any],
     prefer: str | None,
 ) -> FhirResponse:
     """Wait for the message to be processed, then answer from the store (see module docstring)."""
     base = fhir_base(request)
     lineage = await run_in_threadpool(wait_processed, hub, receipt.message_id)
     if lineage is None:
-        return accepted(base, receipt, f"{base}/{res_type}/{res_id}")
-    found = (await run_in_threadpool(load, hub, [(res_type, res_id)])).get((res_type, res_id))
+        return accepted(base, receipt, f"{base}/{entry['type']}/{entry['id']}")
+    [found] = await run_in_threadpool(locate, hub, [entry])
     if lineage["status"] != inbox.STATUS_PROCESSED or found is None:
         raise ApiError(500, f"processing failed; see /messages/{receipt.message_id}",
                        code="exception")
@@ -288,7 +311,8 @@ async def create(
         error = _one_resource(plan, res_type)
     if error is not None:
         await refuse(hub, client, body, error)
-    res_id: str = plan["entries"][0]["id"]
+    planned: dict[str, Any] = plan["entries"][0]
+    res_id: str = planned["id"]
     if criteria is not None:
         existing = await run_in_threadpool(find_existing, hub, res_type, res_id, *criteria)
         if existing is not None:
@@ -298,7 +322,7 @@ async def create(
                 await run_in_threadpool(record_match, hub, receipt.message_id, existing)
             return written_response(fhir_base(request), existing, False, receipt, prefer)
     receipt = await store(hub, client, body, dedupe_key=dedupe, params=params)
-    return await settle(request, hub, receipt, res_type, res_id, prefer)
+    return await settle(request, hub, receipt, planned, prefer)
 
 
 @router.put("/{res_type}/{res_id}", response_class=FhirResponse)
@@ -333,4 +357,4 @@ async def update(
     version = await run_in_threadpool(current_version)
     dedupe = idempotency_key or f"PUT {res_type}/{res_id} v{version} sha256:{body.sha256}"
     receipt = await store(hub, client, body, dedupe_key=dedupe, params=params)
-    return await settle(request, hub, receipt, res_type, res_id, prefer)
+    return await settle(request, hub, receipt, plan["entries"][0], prefer)
