@@ -119,7 +119,11 @@ def single_mapping_set(mapping_file: Path, root: Path, default_tz: tzinfo = UTC)
     for path in sorted(folder.rglob("*.yaml")) if folder.is_dir() else []:
         if not path.name.endswith(".test.yaml"):
             types.update(load_model(path, TypeCatalogue).types)
-    compiled = CompiledDeviceMapping(mapping, mapping_file.name, default_tz)
+    # the same reference a live hub records (path under the mappings folder, else the name)
+    resolved = mapping_file.resolve()
+    ref = resolved.relative_to(root.resolve()).as_posix() \
+        if resolved.is_relative_to(root.resolve()) else mapping_file.name
+    compiled = CompiledDeviceMapping(mapping, ref, default_tz)
     return MappingSet({mapping.name: compiled}, types, "", (str(mapping_file),))
 
 
