@@ -17,15 +17,71 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from hub.errors import ErrorLocation, MappingError
-from hub.mappings.yamlfile import load_model
+from hub.mappings.yamlfile import read_yaml
 from hub.rules.model import Measure, Recipient, Rule, RulesFile
 
 RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)
 DEFAULT_CARE_TEAM = Recipient(display="Remote monitoring care team")
 SCENARIO_SUFFIX = ".scenario.yaml"
+
+
+KIND_TAGS = frozenset({"threshold", "weight-gain", "baseline", "silence", "days-with-data",
+                       "cgm-summary", "news2", "medication-adherence"})
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, CommentedMap):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _position(root: Any, loc: tuple[int | str, ...]) -> tuple[int, int]:
+    """1-based line/column of the deepest node of ``loc`` present in the YAML document."""
+    node, line, col = root, 1, 1
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            ln, cl = node.lc.key(part)
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            ln, cl = node.lc.item(part)
+        else:
+            break
+        line, col, node = ln + 1, cl + 1, node[part]
+    return line, col
+
+
+def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
+    """As ``hub.mappings.yamlfile.load_model``, but a rule's ``kind`` tag (which pydantic puts
+    in an error's path for the discriminated union) is dropped, so positions point at the field
+    itself (``rules[0].any[0]``, line of ``any``), not at the start of the rule."""
+    root = read_yaml(path)
+    if not isinstance(root, CommentedMap):
+        raise MappingError(f"{path}: invalid rules file", problems=[
+            ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")])
+    try:
+        return model.model_validate(_plain(root))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = tuple(p for i, p in enumerate(err["loc"])
+                        if not (p in KIND_TAGS and i > 0 and isinstance(err["loc"][i - 1], int))
+                        and not (isinstance(p, str) and p.startswith("function-")))
+            line, col = _position(root, loc)
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+            problems.append(ErrorLocation(str(path), line, col, where.lstrip("."), err["msg"]))
+        raise MappingError(f"{path}: invalid {model.__name__}", problems=problems) from None
+
+
+def _at(path: Path, loc: tuple[int | str, ...], problem: str) -> ErrorLocation:
+    """A cross-file problem, positioned (re-reads the file: only done when there is one)."""
+    line, col = _position(read_yaml(path), loc)
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    return ErrorLocation(str(path), line, col, where.lstrip("."), problem)
 
 
 def rule_files(folder: Path) -> list[Path]:
@@ -135,7 +191,7 @@ def load_program(folder: Path) -> Program:
     loaded: list[tuple[Path, RulesFile]] = []
     for path in rule_files(folder):
         try:
-            loaded.append((path, load_model(path, RulesFile)))
+            loaded.append((path, load_yaml_model(path, RulesFile)))
         except MappingError as exc:
             problems.extend(exc.problems or [ErrorLocation(str(path), None, None, "", exc.message)])
     measures: dict[str, Measure] = {}
@@ -144,8 +200,8 @@ def load_program(folder: Path) -> Program:
     for path, file in loaded:
         for name, measure in file.measures.items():
             if name in measures:
-                problems.append(ErrorLocation(str(path), None, None, f"measures.{name}",
-                                              f"already defined in {measure_origin[name]}"))
+                problems.append(_at(path, ("measures", name),
+                                    f"already defined in {measure_origin[name]}"))
             measures[name], measure_origin[name] = measure, str(path)
         if file.care_team is not None:
             care_team = file.care_team
@@ -154,13 +210,12 @@ def load_program(folder: Path) -> Program:
     files: dict[str, str] = {}
     for path, file in loaded:
         for index, rule in enumerate(file.rules):
-            where = f"rules[{index}]"
             if rule.id in rules:
-                problems.append(ErrorLocation(str(path), None, None, f"{where}.id",
-                                              f"'{rule.id}' already defined in {files[rule.id]}"))
+                problems.append(_at(path, ("rules", index, "id"),
+                                    f"'{rule.id}' already defined in {files[rule.id]}"))
                 continue
             for problem in _check_rule(rule, measures):
-                problems.append(ErrorLocation(str(path), None, None, where, problem))
+                problems.append(_at(path, ("rules", index), problem))
             rules[rule.id] = rule
             versions[rule.id] = rule.version or file.version
             files[rule.id] = path.name

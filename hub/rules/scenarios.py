@@ -244,24 +244,61 @@ def _outputs(db: Engine) -> list[dict[str, Any]]:
                                     for t in (r.get("meta") or {}).get("tag", ()))]
 
 
+class Session:
+    """Readings in, rules out, on a private in-memory database (scenarios, tests, tools)."""
+
+    def __init__(self, program: Program, mappings: MappingSet, *,
+                 patient: str = "scenario-patient") -> None:
+        self.mappings = mappings
+        self.patient_value = patient
+        self.patient = registry_id("Patient", Identifier(PATIENT_SYSTEM, patient))
+        self.db = make_engine("sqlite://")
+        SQLModel.metadata.create_all(self.db)
+        self.rules = RulesEngine(program=program)
+
+    def observations(self, readings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Canonical readings → the Observations the hub would store (mapping, plausibility)."""
+        body = {"device": DEVICE, "patient": {"id": self.patient_value}, "readings": readings}
+        extraction = self.mappings.extract("hub", body)
+        if extraction.errors:
+            raise MappingError("; ".join(e.message for e in extraction.errors[:5]))
+        lineage = Lineage("scenario", "hub")
+        return [build_observation(m, self.mappings.types[m.type], patient_id=self.patient,
+                                  device_id=registry_id("Device", m.device), lineage=lineage)
+                for m in extraction.measurements]
+
+    def override(self, rule_id: str, params: dict[str, Any]) -> None:
+        with write_tx(self.db) as conn:
+            store.put_override(conn, self.patient, rule_id, params, "session")
+
+    def post(self, readings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One message: store the readings' Observations, evaluate, store the outputs."""
+        return self.evaluate(self.observations(readings))
+
+    def evaluate(self, observations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One message of ready-made Observations."""
+        with write_tx(self.db) as conn:
+            resources.upsert(conn, observations, "scenario")
+            derived = self.rules.evaluate(conn, observations)
+            resources.upsert(conn, [dict(r) for r in derived], "scenario")
+        return derived
+
+    def tick(self, moment: datetime) -> int:
+        return self.rules.tick(self.db, moment)
+
+    def outputs(self) -> list[dict[str, Any]]:
+        return _outputs(self.db)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
 class Runner:
-    """Runs scenarios against a program and the hub's mappings."""
+    """Runs scenario files against a program and the hub's mappings."""
 
     def __init__(self, program: Program, mappings: MappingSet) -> None:
         self.program = program
         self.mappings = mappings
-
-    def _observations(self, spec: Scenario, readings: list[dict[str, Any]]
-                      ) -> list[dict[str, Any]]:
-        body = {"device": DEVICE, "patient": {"id": spec.patient}, "readings": readings}
-        extraction = self.mappings.extract("hub", body)
-        if extraction.errors:
-            raise MappingError("; ".join(e.message for e in extraction.errors[:5]))
-        patient = registry_id("Patient", Identifier(PATIENT_SYSTEM, spec.patient))
-        lineage = Lineage("scenario", "hub")
-        return [build_observation(m, self.mappings.types[m.type], patient_id=patient,
-                                  device_id=registry_id("Device", m.device), lineage=lineage)
-                for m in extraction.measurements]
 
     def run(self, path: Path) -> Result:
         try:
@@ -274,31 +311,24 @@ class Runner:
         except ValueError as exc:
             result.problems.append(str(exc))
             return result
-        db = make_engine("sqlite://")
-        SQLModel.metadata.create_all(db)
-        rules = RulesEngine(program=program)
-        patient = registry_id("Patient", Identifier(PATIENT_SYSTEM, spec.patient))
+        session = Session(program, self.mappings, patient=spec.patient)
         try:
-            with write_tx(db) as conn:
-                for rule_id, params in spec.overrides.items():
-                    store.put_override(conn, patient, rule_id, params, "scenario")
+            for rule_id, params in spec.overrides.items():
+                session.override(rule_id, _plain(params))
             for index, step in enumerate(spec.steps):
                 readings = [_plain(r) for r in step.readings]
                 for series in step.series:
                     readings.extend(expand(series))
                 if readings:
-                    observations = self._observations(spec, readings)
-                    with write_tx(db) as conn:
-                        resources.upsert(conn, observations, "scenario")
-                        resources.upsert(conn, rules.evaluate(conn, observations), "scenario")
+                    session.post(readings)
                 for moment in ([step.tick] if step.tick else []) + list(step.ticks):
-                    rules.tick(db, moment)
+                    session.tick(moment)
                 if step.expect:
                     result.problems += [f"step {index + 1}: {p}" for p in
-                                        check(step.expect, _outputs(db), strict=False)]
-            result.problems += check(spec.expect, _outputs(db), spec.strict)
+                                        check(step.expect, session.outputs(), strict=False)]
+            result.problems += check(spec.expect, session.outputs(), spec.strict)
         except MappingError as exc:
             result.problems.append(f"readings refused: {exc.message}")
         finally:
-            db.dispose()
+            session.close()
         return result

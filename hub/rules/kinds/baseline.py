@@ -77,7 +77,7 @@ class Baseline(Kind):
         buf: list[list[float]] = st.setdefault("buf", [])
         buf.append([sess[0], mean])
         horizon = sess[0] - rule.window
-        while buf and (buf[0][0] < horizon or len(buf) > rule.max_samples):
+        while buf and (buf[0][0] <= horizon or len(buf) > rule.max_samples):
             buf.pop(0)
         st["stats"] = baseline_stats(buf)
 

@@ -1,0 +1,88 @@
+"""Personal baselines: warm-up, sustained deviation, exclusion of what they flag, slow adoption,
+constant state."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import orjson
+from sqlalchemy import select
+
+from hub.rules.kinds.baseline import baseline_stats
+from hub.store.models import RuleState
+
+from .conftest import T0, at, of, summary_of
+
+
+def bp(hours: float, systolic: float, diastolic: float = 80) -> dict:  # type: ignore[type-arg]
+    return {"type": "blood-pressure", "time": at(hours=hours), "unit": "mm[Hg]",
+            "components": {"systolic": systolic, "diastolic": diastolic}}
+
+
+STEADY = [126, 131, 124, 129, 133, 127, 122, 130]
+
+
+def steady(days: int, start_hours: float = 0) -> list[dict]:  # type: ignore[type-arg]
+    return [bp(start_hours + 12 * i, STEADY[i % len(STEADY)]) for i in range(days * 2)]
+
+
+def state(run, rule: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    with run.db.connect() as conn:
+        text = conn.execute(select(RuleState.state).where(RuleState.rule_id == rule)).scalar_one()
+    return orjson.loads(text)  # type: ignore[no-any-return]
+
+
+def test_stats_are_median_and_mad() -> None:
+    assert baseline_stats([[0, 1.0], [1, 2.0], [2, 3.0], [3, 4.0], [9, 100.0]]) == \
+        [3.0, 1.0, 5.0, 9.0]
+
+
+def test_no_firing_during_warm_up(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post([*steady(3), bp(72, 170), bp(84, 172)])  # 6 samples over 2.5 days: warming up
+    assert of(run.outputs(), "Flag") == []
+
+
+def test_sustained_rise_fires_with_the_baseline_named(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post(steady(14))
+    run.post([bp(14 * 24, 157), bp(14 * 24 + 12, 160)])
+    (flag,) = of(run.outputs(), "Flag")
+    text = summary_of(flag)
+    assert "above this patient's baseline 128" in text and "158.5 mm[Hg]" in text
+    rule = next(e for e in flag["extension"] if e["url"] == "urn:iomt-fhir-hub:rule")
+    baseline = [p for p in rule["extension"] if p["url"] == "baseline"]
+    assert baseline[0]["extension"][1]["valueQuantity"]["value"] == 128
+    method = next(p["valueString"] for p in rule["extension"] if p["url"] == "method")
+    assert "median and MAD of 28 samples" in method
+
+
+def test_a_session_of_repeat_readings_is_one_sample(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post([bp(i / 60, 120 + i) for i in range(3)])  # three cuff readings a minute apart
+    st = state(run, "sbp-baseline")
+    assert st["sess"][2] == 3 and "buf" not in st  # still one open session, not admitted yet
+
+
+def test_deviating_sessions_are_not_admitted_until_accept_after(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post(steady(14))
+    high = [bp(14 * 24 + 12 * i, 160 + (i % 3)) for i in range(30)]  # 15 days at ~161
+    run.post(high[:10])
+    st = state(run, "sbp-baseline")
+    assert st["stats"][0] == 128 and st["excluded"] >= 8  # the baseline did not chase it
+    run.post(high[10:])
+    st = state(run, "sbp-baseline")
+    assert st["stats"][0] > 150  # after 7 days active, the new level was adopted
+    run.post([bp(14 * 24 + 12 * 30 + 12 * i, 161) for i in range(8)])
+    run.tick(T0 + timedelta(days=40))
+    (flag,) = of(run.outputs(), "Flag")
+    assert flag["status"] == "inactive"  # deviation gone against the adopted baseline
+
+
+def test_state_is_bounded(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post(steady(60))
+    st = state(run, "sbp-baseline")
+    assert len(st["buf"]) <= 28 and len(st.get("recent", [])) <= 1
+    assert len(orjson.dumps(st)) < 4000
