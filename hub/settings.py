@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     worker_batch: int = Field(64, description="inbound messages claimed per worker transaction")
     worker_poll_secs: float = Field(0.05, description="idle wait between empty inbox polls")
     default_timezone: str = Field("UTC", description="for source times that carry no offset")
+    mllp_enabled: bool = Field(True, description="hub serve also listens for HL7v2 over MLLP")
+    mllp_host: str = Field("127.0.0.1", description="MLLP listen address (0.0.0.0: every "
+                           "interface; MLLP has no authentication, place it on a trusted network)")
+    mllp_port: int = Field(2575, description="MLLP listen port (2575 is HL7's registered port)")
+    mllp_max_frame_bytes: int = Field(10 * 1024 * 1024, description="larger frames get an AR")
+    mllp_idle_timeout_secs: float = Field(600.0, description="idle MLLP connections are closed")
+    mllp_max_connections: int = Field(256, description="connections beyond this are refused")
+    hl7_dedupe_window_secs: float = Field(
+        86400.0, gt=0, description="a repeat of MSH-3+4+10 within this many seconds gets the "
+        "original ACK and is not ingested again")
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from hub import __version__
 from hub.api import errors, fhir_bundle, fhir_read, fhir_write, health, ingest, messages, sync
+from hub.api import hl7v2 as hl7v2_api
 from hub.api import rules as rules_api
 from hub.runtime import Hub
 from hub.worker import run_worker
@@ -56,6 +57,7 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(ingest.router)
+    app.include_router(hl7v2_api.router)
     app.include_router(messages.router)
     app.include_router(fhir_read.router)
     app.include_router(fhir_write.router)

@@ -9,7 +9,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from hub.cli import convert, db, keys, mappings, rules, serve, sync
+from hub.cli import convert, db, hl7, keys, mappings, mllp, rules, serve, sync
 from hub.errors import HubError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -17,6 +17,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(mappings.app, name="mappings")
+app.add_typer(hl7.app, name="hl7")
+app.command("mllp")(mllp.mllp)
 app.add_typer(rules.app, name="rules")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)

@@ -11,6 +11,7 @@ import typer
 import uvicorn
 
 from hub.api.app import create_app
+from hub.cli.mllp import start_beside_api
 from hub.runtime import Hub
 from hub.settings import Settings
 from hub.store.db import upgrade
@@ -27,8 +28,10 @@ def serve(
     demo: bool = typer.Option(False, help="development only: create a demo key and post the "
                                           "sample readings in fixtures/demo through the API"),
     migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="run hub db upgrade first"),
+    mllp: bool = typer.Option(True, "--mllp/--no-mllp",
+                              help="also listen for HL7v2 over MLLP (HUB_MLLP_ENABLED)"),
 ) -> None:
-    """Run the HTTP API (and, by default, a worker draining the inbox)."""
+    """Run the HTTP API (and, by default, a worker draining the inbox and the MLLP listener)."""
     settings = Settings()
     if migrate:
         upgrade(settings.database_url)
@@ -39,7 +42,12 @@ def serve(
         from hub.cli.demo import start_demo
 
         start_demo(hub, f"http://{listen_host}:{listen_port}", Path("fixtures/demo"))
-    uvicorn.run(app, host=listen_host, port=listen_port, log_level="info", access_log=False)
+    mllp_thread = start_beside_api(hub) if mllp else None  # HL7v2 over MLLP (HUB_MLLP_*)
+    try:
+        uvicorn.run(app, host=listen_host, port=listen_port, log_level="info", access_log=False)
+    finally:
+        if mllp_thread is not None:
+            mllp_thread.stop()
 
 
 def worker(

@@ -99,6 +99,44 @@ def find_by_dedupe(engine: Engine, source: str, key: str) -> Receipt | None:
     return None if row is None else Receipt(row.id, True, row.status, row.reply)
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message already in the inbox under a dedupe key: its receipt and arrival time."""
+
+    receipt: Receipt
+    received_at: datetime
+
+
+def find_keys(conn: Connection, source: str, keys: list[str]) -> dict[str, Stored]:
+    """The messages stored under any of ``keys`` (one query; for channels that batch writes)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(T.c.id, T.c.status, T.c.reply, T.c.received_at, T.c.dedupe_key)
+        .where(T.c.source == source, T.c.dedupe_key.in_(keys))
+    ).all()
+    return {r.dedupe_key: Stored(Receipt(r.id, True, r.status, r.reply),
+                                 as_utc(r.received_at) or utcnow()) for r in rows}
+
+
+def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert prepared inbox rows in the caller's transaction (group commit: one fsync for all).
+
+    Each row has the columns ``receive`` writes; ``id``, ``received_at``, ``sha256`` and
+    ``attempts`` are filled in when missing. The caller checked the dedupe keys first (same
+    transaction), so the unique (source, dedupe_key) constraint only trips on a bug.
+    """
+    now = utcnow()
+    for row in rows:
+        row.setdefault("id", str(uuid.uuid4()))
+        row.setdefault("received_at", now)
+        row.setdefault("sha256", body_hash(row["body"]))
+        row.setdefault("attempts", 0)
+        row.setdefault("dedupe_key", f"sha256:{row['sha256']}")
+    if rows:
+        conn.execute(T.insert(), rows)
+
+
 def set_reply(engine: Engine, message_id: str, reply: bytes) -> None:
     """Remember the acknowledgement sent, so a duplicate gets the very same answer."""
     with write_tx(engine) as conn:

@@ -1,0 +1,267 @@
+"""HL7v2 intake shared by MLLP and ``POST /hl7v2``: look at the door, store, then answer.
+
+``examine`` decides, without I/O, what the message is and what the answer will be:
+
+- unparseable input, or a header without MSH-9/10/11/12 → stored ``failed`` with the reason,
+  answered AR (CR in enhanced mode);
+- a message type/event the hub does not take (table 0357 codes 200-203) → ``failed``, AR/CR;
+- a content error the connector's door checks find (PID-3 missing, NM not a number...) →
+  ``failed``, AE/CE with an ERR naming segment and field;
+- otherwise ``received`` (the worker maps it; its later findings show in ``GET /messages/{id}``)
+  and AA/CA.
+
+Which ACK goes back follows MSH-15/16 (``hub.hl7v2.plan_acks``): original mode AA/AE/AR; enhanced
+mode the accept ACK CA/CE/CR when MSH-15 asks for it, else the application ACK when MSH-16 asks
+(IHE PCD-01's NE/AL), else nothing. A second, deferred application ACK (AL/AL) is not sent.
+
+``store`` makes it durable and only then returns the answer to send. Duplicates: the dedupe key
+is MSH-3 + MSH-4 + MSH-10 plus the number of the dedupe window the message arrived in
+(``window`` seconds wide). A message whose key is found in this window or the previous one, and
+arrived less than ``window`` seconds after the original, gets the original's stored ACK
+replayed, byte for byte, and is not stored again; an older repeat is ingested anew under the
+current window's key, so the unique (source, dedupe_key) constraint always holds. Input without
+a usable header is keyed by its SHA-256 (the same garbage gets the same AR).
+
+Writes go through an :class:`InboxWriter`: one thread that commits whatever arrived meanwhile in
+one transaction (group commit: one fsync for up to ``max_batch`` messages) and resolves each
+sender's future after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from hub.contracts import Connector
+from hub.errors import DataError
+from hub.hl7v2 import (
+    AckError,
+    ErrorCode,
+    Hl7ParseError,
+    Message,
+    Outcome,
+    build_ack,
+    build_reject_ack,
+    check_header,
+    parse_message,
+    plan_acks,
+)
+from hub.store import inbox
+from hub.store.db import write_tx
+
+log = logging.getLogger("hub.channels.hl7")
+
+SOURCE = "hl7v2"
+CONTENT_TYPE = "x-application/hl7-v2+er7"
+_REJECT_CODES = frozenset({ErrorCode.UNSUPPORTED_MESSAGE_TYPE, ErrorCode.UNSUPPORTED_EVENT_CODE,
+                           ErrorCode.UNSUPPORTED_PROCESSING_ID,
+                           ErrorCode.UNSUPPORTED_VERSION_ID})
+
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """The door's verdict on one payload: inbox status, reason, the ACK and the dedupe base."""
+
+    status: str
+    error: str | None
+    ack: bytes
+    key: str | None  # "MSH-3|MSH-4|MSH-10" (raw); None: key by body hash
+    outcome: Outcome
+
+
+def _reason(err: DataError) -> str:
+    return f"{err.location}: {err.message}" if err.location else err.message
+
+
+def examine(payload: bytes, connector: Connector) -> Door:
+    """Parse and check ``payload``; build the ACK it will get once stored. Never raises."""
+    try:
+        msg = parse_message(payload)
+        check_header(msg)
+    except Hl7ParseError as exc:
+        return Door(inbox.STATUS_FAILED, _reason(exc), build_reject_ack(payload, exc), None,
+                    Outcome.REJECTED)
+    except Exception as exc:  # the tokenizer promises Hl7ParseError only; never let it crash us
+        log.error("HL7v2 tokenizer failed unexpectedly (%s)", type(exc).__name__)
+        err = AckError(ErrorCode.APPLICATION_INTERNAL_ERROR, "message could not be parsed")
+        return Door(inbox.STATUS_FAILED, "message could not be parsed",
+                    build_reject_ack(payload, err), None, Outcome.REJECTED)
+    msh = msg.msh
+    key = f"{msh.raw(3)[:60]}|{msh.raw(4)[:60]}|{msh.raw(10)[:60]}"
+    try:
+        connector.decode(payload, CONTENT_TYPE)
+    except Hl7ParseError as exc:
+        outcome = Outcome.REJECTED if exc.error_code in _REJECT_CODES else Outcome.DATA_ERROR
+        return Door(inbox.STATUS_FAILED, _reason(exc), _ack(msg, outcome, exc), key, outcome)
+    except DataError as exc:
+        data = Hl7ParseError(exc.message, error_code=ErrorCode.DATA_TYPE_ERROR)
+        return Door(inbox.STATUS_FAILED, _reason(exc), _ack(msg, Outcome.DATA_ERROR, data), key,
+                    Outcome.DATA_ERROR)
+    return Door(inbox.STATUS_RECEIVED, None, _ack(msg, Outcome.ACCEPTED, None), key,
+                Outcome.ACCEPTED)
+
+
+def _ack(msg: Message, outcome: Outcome, error: Hl7ParseError | None) -> bytes:
+    code = plan_acks(msg, outcome).immediate
+    if code is None:
+        return b""  # enhanced mode with no ACK asked for at this point (e.g. NE/NE)
+    errors = [AckError.from_parse_error(error)] if error is not None else []
+    return build_ack(msg, code, errors=errors)
+
+
+@dataclass(slots=True)
+class _Item:
+    door: Door
+    body: bytes
+    channel: str
+    client: str | None
+    traceparent: str | None
+    done: Any  # callable(result | BaseException)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What ``store`` did: the message id, the answer to send, whether it was a replay."""
+
+    message_id: str
+    reply: bytes
+    duplicate: bool
+
+
+def _write(engine: Engine, items: list[_Item], window: float) -> list[Stored]:
+    """Store a batch in one transaction (see module docstring); results in ``items`` order."""
+    now = datetime.now(UTC)
+    bucket = int(now.timestamp() // window)
+    lookups: list[tuple[str, ...]] = []
+    for it in items:
+        if it.door.key is not None:
+            lookups.append((f"mllp:{it.door.key}@{bucket}", f"mllp:{it.door.key}@{bucket - 1}"))
+        else:
+            lookups.append((f"sha256:{inbox.body_hash(it.body)}",))
+    results: list[Stored] = []
+    with write_tx(engine) as conn:
+        found = inbox.find_keys(conn, SOURCE, [k for keys in lookups for k in keys])
+        fresh: dict[str, Stored] = {}
+        rows: list[dict[str, Any]] = []
+        for it, keys in zip(items, lookups, strict=True):
+            hit = fresh.get(keys[0])
+            if hit is None:
+                # Unparseable input has no window: the same bytes always get the same answer.
+                hit = _within(found, keys, now, window if len(keys) == 2 else float("inf"))
+            if hit is not None:
+                results.append(hit)
+                continue
+            message_id = str(uuid.uuid4())
+            row = {"id": message_id, "source": SOURCE, "channel": it.channel,
+                   "content_type": CONTENT_TYPE, "body": it.body, "dedupe_key": keys[0],
+                   "status": it.door.status, "error": it.door.error, "client": it.client,
+                   "reply": it.door.ack, "traceparent": it.traceparent, "received_at": now}
+            rows.append(row)
+            results.append(Stored(message_id, it.door.ack, False))
+            fresh[keys[0]] = Stored(message_id, it.door.ack, True)
+        inbox.insert_many(conn, rows)
+    return results
+
+
+def _within(found: dict[str, inbox.Stored], keys: tuple[str, ...], now: datetime,
+            window: float) -> Stored | None:
+    for key in keys:
+        hit = found.get(key)
+        if hit is not None and (now - hit.received_at).total_seconds() < window:
+            return Stored(hit.receipt.message_id, hit.receipt.reply or b"", True)
+    return None
+
+
+def store_now(engine: Engine, door: Door, body: bytes, *, channel: str, client: str | None,
+              traceparent: str | None, window: float) -> Stored:
+    """Store one message (blocking; its own transaction): the HTTP path."""
+    item = _Item(door, body, channel, client, traceparent, None)
+    return _write(engine, [item], window)[0]
+
+
+@dataclass
+class InboxWriter:
+    """Group commit for a busy channel: one writer thread, one transaction per batch."""
+
+    engine: Engine
+    window: float = 86400.0
+    max_batch: int = 64
+    _queue: queue.SimpleQueue[_Item | None] = field(default_factory=queue.SimpleQueue)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="hl7-inbox-writer",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    async def store(self, door: Door, body: bytes, *, channel: str, client: str | None,
+                    traceparent: str | None) -> Stored:
+        """Queue the message and wait until it is committed (or the write failed: raises)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Stored] = loop.create_future()
+
+        def done(result: Stored | BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, future, result)
+
+        self.start()
+        self._queue.put(_Item(door, body, channel, client, traceparent, done))
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Item]) -> None:
+        for attempt in range(3):
+            try:
+                results = _write(self.engine, batch, self.window)
+            except Exception as exc:
+                if attempt < 2:
+                    time.sleep(0.05 * (attempt + 1))  # a lock timeout or a restarting server
+                    continue
+                log.error("HL7v2 inbox write failed (%s): %d message(s) not acknowledged",
+                          type(exc).__name__, len(batch))
+                for item in batch:
+                    item.done(exc)
+                return
+            for item, result in zip(batch, results, strict=True):
+                item.done(result)
+            return
+
+
+def _settle(future: asyncio.Future[Stored], result: Stored | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
