@@ -18,7 +18,7 @@ import typer
 
 from hub.contracts import Measurement
 from hub.errors import ErrorLocation, MappingError
-from hub.fhir.ids import registry_id
+from hub.fhir.ids import registry_id, stable_id
 from hub.mappings import golden, jsonschema
 from hub.mappings.catalogue import MappingSet, load_mapping_set
 from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
@@ -36,7 +36,7 @@ def observation_builder(source: str) -> golden.ToFhir:
     their identifiers); a reading without a patient keeps no subject (a live hub would place it
     through the device's assignment).
     """
-    lineage = Lineage("mapping-test", source)
+    lineage = Lineage(stable_id("mapping-test", source), source)  # meta.source: a valid urn:uuid
 
     def build(m: Measurement, spec: TypeSpec) -> dict[str, Any]:
         patient = registry_id("Patient", m.patient) if m.patient is not None else None
