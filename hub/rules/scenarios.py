@@ -133,12 +133,12 @@ def _cycle(value: float | list[float], index: int) -> float:
     return float(value[index % len(value)] if isinstance(value, list) else value)
 
 
-def _plain(node: Any) -> Any:
+def plain(node: Any) -> Any:
     """YAML scalars (ruamel's float/int/str subclasses) → built-ins, for JSON encoding."""
     if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): plain(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [plain(v) for v in node]
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
@@ -314,9 +314,9 @@ class Runner:
         session = Session(program, self.mappings, patient=spec.patient)
         try:
             for rule_id, params in spec.overrides.items():
-                session.override(rule_id, _plain(params))
+                session.override(rule_id, plain(params))
             for index, step in enumerate(spec.steps):
-                readings = [_plain(r) for r in step.readings]
+                readings = [plain(r) for r in step.readings]
                 for series in step.series:
                     readings.extend(expand(series))
                 if readings:

@@ -46,13 +46,13 @@ def fresh(st: State, s: Sample) -> bool:
     """True the first time a sample is seen, in time order; replays and late samples → False.
 
     Keeps the last instant and the references seen at it, so two Observations at one instant
-    both count while the same Observation twice (a replay) counts once. Late samples are
-    counted in ``st["late"]`` (``hub rules explain`` shows it).
+    both count while the same Observation twice (a replay) counts once. A sample older than the
+    last one cannot change a persistence count or a session that has moved on, so it is
+    skipped — and leaves the state untouched, so a replay writes nothing.
     """
     last = st.get("t")
     if last is not None:
         if s.t < last:
-            st["late"] = st.get("late", 0) + 1
             return False
         if s.t == last:
             refs: list[str] = st.setdefault("refs", [])
