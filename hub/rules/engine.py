@@ -210,7 +210,9 @@ class RulesEngine:
         store.schedule(conn, schedules)
         return resources.upsert(conn, self._with_author(out), None)
 
-    def schedule_now(self, conn: Connection, patient: str, rule_id: str) -> None:
+    def schedule_now(self, conn: Connection, patient: str, rule_id: str,
+                     at: float | None = None) -> None:
         """Make a time-based rule run for ``patient`` at the next tick (e.g. after an override
-        gave it a medication schedule)."""
-        store.schedule(conn, [(patient, rule_id, self.clock().timestamp())])
+        gave it a medication schedule); ``at`` (epoch s) instead of the clock's now."""
+        store.schedule(conn, [(patient, rule_id, self.clock().timestamp() if at is None
+                               else at)])

@@ -300,6 +300,7 @@ class MedicationRule(RuleBase):
 
     kind: Literal["medication-adherence"]
     measure: str = Field(description="the dose-taken event measure")
+    missed_measure: str | None = Field(None, description="the bottle's own dose-missed events")
     times: list[str] = Field(default_factory=list, description="HH:MM local; per patient")
     timezone: str = "UTC"
     grace: Duration = Field(2 * 3600.0)

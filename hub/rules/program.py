@@ -103,8 +103,8 @@ def fingerprint(folder: Path) -> str:
 def measure_names(rule: Rule) -> list[str]:
     """Every measure a rule reads (its inputs)."""
     names: list[str] = []
-    for attr in ("measure", "respiration_rate", "spo2", "systolic", "pulse", "temperature",
-                 "consciousness", "oxygen"):
+    for attr in ("measure", "missed_measure", "respiration_rate", "spo2", "systolic", "pulse",
+                 "temperature", "consciousness", "oxygen"):
         value = getattr(rule, attr, None)
         if isinstance(value, str):
             names.append(value)

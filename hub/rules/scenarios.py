@@ -268,8 +268,11 @@ class Session:
                 for m in extraction.measurements]
 
     def override(self, rule_id: str, params: dict[str, Any]) -> None:
+        """As ``PUT /rules/overrides``: stored, and a time-based rule runs at the next tick."""
         with write_tx(self.db) as conn:
             store.put_override(conn, self.patient, rule_id, params, "session")
+            if rule_id in self.rules.program.time_based:
+                self.rules.schedule_now(conn, self.patient, rule_id, at=0.0)
 
     def post(self, readings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One message: store the readings' Observations, evaluate, store the outputs."""

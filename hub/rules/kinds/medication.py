@@ -1,10 +1,15 @@
 """Kind 3: medication adherence from smart pill-bottle events.
 
+**Input**: the pill bottle's events (connectors/pillbottle: Observations coded
+``urn:iomt-fhir-hub:medication-event|dose-taken`` / ``dose-missed``, the medication as value).
+
 **Schedule**: dose times ``times`` (HH:MM, local ``timezone``) from the program or, per patient,
 from an override — which ``schedule_from_request`` fills from a MedicationRequest's
 ``dosageInstruction.timing.repeat.timeOfDay``. A dose slot is *taken* when a dose event of the
 rule's ``measure`` (for the rule's ``medication``, if set) falls within ``grace`` of it, either
-side; a slot whose window closes untaken is *missed*.
+side; a slot whose window closes untaken is *missed* (found by the scheduler). A bottle that
+judges misses itself (``missed_measure``) reports them directly: the slot counts once, never
+twice. Without a schedule, only the bottle's own misses count.
 
 **Outputs**: each taken dose is recorded as a MedicationAdministration (why not a
 MedicationStatement: R4 defines MedicationAdministration as the record of one event of a patient
@@ -73,25 +78,42 @@ class Medication(Kind):
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         rule = ctx.rule
         assert isinstance(rule, MedicationRule)
-        value = s.values.get(rule.measure)
-        if value is None or not s.usable:
+        if not s.usable:
+            return
+        taken = s.values.get(rule.measure)
+        missed = s.values.get(rule.missed_measure) if rule.missed_measure else None
+        value = taken if taken is not None else missed
+        if value is None:
             return
         if rule.medication and isinstance(value, str) and value != rule.medication:
             return  # an event of another medication's bottle
         seen: list[str] = st.setdefault("seen", [])
         if s.ref in seen:
-            return
+            return  # a replay
         seen.append(s.ref)
         del seen[:-20]
-        medication = value if isinstance(value, str) else rule.medication
-        ctx.emit(self._administration(ctx, rule, s, medication))
         st.setdefault("until", s.t - rule.grace)
         slots: dict[str, Any] = st.setdefault("slots", {})
-        for slot in slots_between(rule, s.t - rule.grace, s.t + rule.grace + 1):
-            key = str(int(slot))
-            if slots.get(key) is None and slot + rule.grace > st["until"]:
-                slots[key] = s.ref
-                break
+        slot = self._slot_for(rule, st, s.t)
+        if taken is not None:
+            ctx.emit(self._administration(ctx, rule, s, value if isinstance(value, str)
+                                          else rule.medication))
+            if slot is not None:
+                slots[str(int(slot))] = s.ref
+            return
+        # the bottle says a dose was missed (``time`` = when it was due)
+        if slot is not None:
+            slots[str(int(slot))] = "missed"
+        st.setdefault("misses", []).append(s.t)
+        self._missed(ctx, rule, st, s.t, s.t, [s.ref])
+
+    @staticmethod
+    def _slot_for(rule: MedicationRule, st: State, t: float) -> float | None:
+        """The open schedule slot within ``grace`` of ``t`` (nearest first), if any."""
+        slots: dict[str, Any] = st.setdefault("slots", {})
+        candidates = [slot for slot in slots_between(rule, t - rule.grace, t + rule.grace + 1)
+                      if slots.get(str(int(slot))) is None and slot + rule.grace > st["until"]]
+        return min(candidates, key=lambda slot: abs(slot - t)) if candidates else None
 
     def on_tick(self, ctx: Ctx, st: State, now: float) -> None:
         rule = ctx.rule
@@ -102,34 +124,43 @@ class Medication(Kind):
             return
         slots: dict[str, Any] = st.setdefault("slots", {})
         misses: list[float] = st.setdefault("misses", [])
-        for slot in slots_between(rule, until - rule.grace, now - rule.grace):
+        for slot in slots_between(rule, until - rule.grace, now - rule.grace + 1):
             closes = slot + rule.grace
             if closes <= until or closes > now:
                 continue
             if slots.get(str(int(slot))) is None:
+                slots[str(int(slot))] = "missed"
                 misses.append(slot)
-                self._missed(ctx, rule, st, slot, closes)
-            horizon = closes - rule.flag_days * 86400
-            misses[:] = [m for m in misses if m > horizon]
-            if ctx.active(st) is not None and len(misses) < rule.flag_misses:
-                ctx.clearing(st, closes)
+                self._missed(ctx, rule, st, slot, closes, [])
+            elif ctx.active(st) is not None:
+                self._trim(rule, st, closes)
+                if len(misses) < rule.flag_misses:
+                    ctx.clearing(st, closes)
         st["until"] = now
         horizon = now - rule.flag_days * 86400 - rule.grace
         for key in [k for k in slots if float(k) < horizon]:
             del slots[key]
 
-    def _missed(self, ctx: Ctx, rule: MedicationRule, st: State, slot: float,
-                closes: float) -> None:
+    @staticmethod
+    def _trim(rule: MedicationRule, st: State, t: float) -> None:
+        misses: list[float] = st.setdefault("misses", [])
+        horizon = t - rule.flag_days * 86400
+        misses[:] = [m for m in misses if m > horizon]
+
+    def _missed(self, ctx: Ctx, rule: MedicationRule, st: State, due: float, t: float,
+                evidence: list[str]) -> None:
+        """Nudge at once; Flag once ``flag_misses`` misses fall within ``flag_days``."""
+        self._trim(rule, st, t)
         misses: list[float] = st["misses"]
         drug = f" of {rule.medication.split('|', 1)[1]}" if rule.medication else ""
-        summary = (f"{rule.title}: the dose{drug} due at {when(slot)} was not taken within "
+        summary = (f"{rule.title}: the dose{drug} due at {when(due)} was not taken within "
                    f"{rule.grace / 3600:g} h ({len(misses)} missed in the last "
                    f"{rule.flag_days} days). Rule {rule.id} v{ctx.version}.")
-        finding = {"summary": summary, "evidence": [],
+        finding = {"summary": summary, "evidence": evidence,
                    "values": [["missed doses in window", len(misses), None]]}
-        ctx.event(st, closes, outputs.iso(slot), finding)
+        ctx.event(st, t, outputs.iso(due), finding, evidence)
         if len(misses) >= rule.flag_misses:
-            ctx.fire(st, closes, rule.flag.priority, finding)
+            ctx.fire(st, t, rule.flag.priority, finding)
         else:
             ctx.not_clear(st)
 

@@ -41,7 +41,8 @@ class Silence(Kind):
             ctx.resolve_now(st, s.t)
 
     def _finding(self, ctx: Ctx, rule: SilenceRule, st: State, hours: float) -> dict[str, Any]:
-        what = ", ".join(ctx.label(m)[0] for m in rule.measures) or "any device"
+        what = ", ".join(ctx.label(m)[0] for m in rule.measures) \
+            if 0 < len(rule.measures) <= 3 else "any monitoring device"
         summary = (f"{rule.title}: no readings from {what} for {hours:g} hours (last reading "
                    f"at {when(st['last'])}). Rule {rule.id} v{ctx.version}.")
         return {"summary": summary, "values": [["hours without data", hours, "h"]],
