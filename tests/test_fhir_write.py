@@ -191,6 +191,13 @@ def test_put_twice_is_idempotent_and_a_change_is_a_new_version(
     assert [(r.res_id, r.version_id) for r in rows(hub)] == [("dest-1", 3)]
 
 
+def test_prefer_return_minimal_has_no_body(hub: Hub, client: TestClient, key: str) -> None:
+    answer = client.put("/fhir/Observation/dest-1", json=observation(id="dest-1"),
+                        headers={**auth(key), "Prefer": "return=minimal"})
+    assert answer.status_code == 201 and answer.content == b""
+    assert answer.headers["location"].endswith("/fhir/Observation/dest-1/_history/1")
+
+
 def test_put_needs_the_url_id_in_the_body(hub: Hub, client: TestClient, key: str) -> None:
     for body in (observation(), observation(id="other")):
         outcome = outcome_of(client.put("/fhir/Observation/dest-1", json=body, headers=auth(key)),

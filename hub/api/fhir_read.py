@@ -46,7 +46,7 @@ class FhirResponse(Response):
     media_type = FHIR_JSON
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return b"" if content is None else orjson.dumps(content)  # None: no body (return=minimal)
 
 
 def fhir_base(request: Request) -> str:
