@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import tzinfo
 from typing import Any
 
@@ -88,12 +89,9 @@ class _Row:
     group: int  # OBR group (0: OBX before any OBR)
     obr_time: Hl7Time | None
     path: tuple[int, ...] | None
+    device_row: bool  # a containment row: no value type, no value, MDS[.VMD[.CHAN]]
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def device_row(self) -> bool:
-        return (self.path is not None and len(self.path) <= 3
-                and not self.seg.field(2).strip() and not self.seg.raw(5).strip())
+    codings: tuple[Code, ...] | None = None  # OBX-3, read once
 
 
 @dataclass(slots=True)
@@ -194,7 +192,9 @@ def _rows(msg: Message, ctx: _Context, out: Extraction) -> list[_Row]:
         elif name == "OBX":
             sub = seg.field(4).strip()
             path = tuple(int(p) for p in sub.split(".")) if _PATH.match(sub) else None
-            last = _Row(seg, len(rows) + 1, group, obr_time, path)
+            device_row = (path is not None and len(path) <= 3 and not seg.field(2).strip()
+                          and not seg.raw(5).strip())
+            last = _Row(seg, len(rows) + 1, group, obr_time, path, device_row)
             rows.append(last)
         elif name == "NTE" and last is not None:
             text = "\n".join(r.text for r in seg.repetitions(3)).strip()
@@ -253,7 +253,7 @@ def _device_tree(rows: list[_Row], ctx: _Context, devices: dict[str, dict[str, A
             parent_path = tuple(p for p in row.path[:-1])
             while parent_path and parent_path[-1] == 0:
                 parent_path = parent_path[:-1]
-            parent = (registry_id("Device", mds) if len(parent_path) <= 1
+            parent = (_device_id(mds) if len(parent_path) <= 1
                       else _part_id(mds, parent_path))
             device["id"] = _part_id(mds, row.path)
             device["parent"] = {"reference": f"Device/{parent}"}
@@ -262,10 +262,16 @@ def _device_tree(rows: list[_Row], ctx: _Context, devices: dict[str, dict[str, A
         existing = devices.get(device["id"])
         if existing is None or "type" not in existing:
             devices[device["id"]] = device
-        if len(row.path) > 1 and registry_id("Device", mds) not in devices:
-            devices[registry_id("Device", mds)] = {"resourceType": "Device", **_identified(mds)}
+        if len(row.path) > 1 and _device_id(mds) not in devices:
+            devices[_device_id(mds)] = {"resourceType": "Device", **_identified(mds)}
 
 
+@lru_cache(maxsize=4096)
+def _device_id(ident: Identifier) -> str:
+    return registry_id("Device", ident)
+
+
+@lru_cache(maxsize=4096)
 def _part_id(mds: Identifier, path: tuple[int, ...]) -> str:
     return stable_id("Device", mds.token(), ".".join(str(p) for p in path))
 
@@ -274,7 +280,7 @@ def _identified(ident: Identifier) -> dict[str, Any]:
     entry: dict[str, Any] = {"system": ident.system, "value": ident.value}
     if ident.system == EUI64_SYSTEM:
         entry = {"type": _SYSID_TYPE, **entry}
-    return {"id": registry_id("Device", ident), "identifier": [entry]}
+    return {"id": _device_id(ident), "identifier": [entry]}
 
 
 def _mds_identity(row: _Row, ctx: _Context) -> Identifier:
@@ -286,6 +292,8 @@ def _mds_identity(row: _Row, ctx: _Context) -> Identifier:
 
 
 def _codings(row: _Row, ctx: _Context) -> tuple[Code, ...]:
+    if row.codings is not None:
+        return row.codings
     seg = row.seg
     out: list[Code] = []
     for first in (1, 4):
@@ -296,7 +304,8 @@ def _codings(row: _Row, ctx: _Context) -> tuple[Code, ...]:
             if display is None and system == MDC and (known := ctx.maps.mdc.get(code)):
                 display = known.display
             out.append(Code(system, code, display))
-    return tuple(out)
+    row.codings = tuple(out)
+    return row.codings
 
 
 def _target(codings: tuple[Code, ...], ctx: _Context) -> Target | None:
@@ -317,6 +326,8 @@ def _target(codings: tuple[Code, ...], ctx: _Context) -> Target | None:
 
 def _unit(seg: Segment, ctx: _Context) -> tuple[str | None, str | None]:
     """OBX-6 → (UCUM code if known, the sender's unit text otherwise)."""
+    if not seg.raw(6):
+        return None, None
     code, text, system = (seg.component(6, 1).strip(), seg.component(6, 2).strip(),
                           seg.component(6, 3).strip().upper())
     if not code and not text:
@@ -363,18 +374,18 @@ def _metric(row: _Row, ctx: _Context, slots: list[Measurement | None],
     device = _equipment_of(row, ctx)
     is_equipment = device != ctx.sender_ident
     for ident in (device if is_equipment else None, ctx.gateway):
-        if ident is not None:
-            devices.setdefault(registry_id("Device", ident),
-                               {"resourceType": "Device", **_identified(ident)})
+        if ident is not None and _device_id(ident) not in devices:
+            devices[_device_id(ident)] = {"resourceType": "Device", **_identified(ident)}
     target = _target(codings, ctx)
+    raw = seg.raw  # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
     detail = ObservationDetail(
         codings=codings,
         code_text=seg.component(3, 2).strip() or None,
         absent_reason=absent if value is None else None,
-        reference_range=_ranges(seg, ucum, unit_text),
-        interpretation=_interpretations(seg),
-        method=_merged_concept(seg, 17, ctx.local),
-        body_site=_merged_concept(seg, 20, ctx.local),
+        reference_range=_ranges(seg, ucum, unit_text) if raw(7) else (),
+        interpretation=_interpretations(seg) if raw(8) else (),
+        method=_merged_concept(seg, 17, ctx.local) if raw(17) else None,
+        body_site=_merged_concept(seg, 20, ctx.local) if raw(20) else None,
         notes=tuple(row.notes),
         effective_text=when.fhir() if when.precision in ("year", "month", "day") else None,
         device_is_equipment=is_equipment,
@@ -435,6 +446,8 @@ def _as_quantity(value: ObservedValue | None, ucum: str | None, unit_text: str |
 
 
 def _equipment_of(row: _Row, ctx: _Context) -> Identifier:
+    if not row.seg.raw(18):
+        return _mds_identity(row, ctx)
     for rep in row.seg.repetitions(18):
         found = equipment(rep)
         if found is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone, tzinfo
 
 _DTM = re.compile(
@@ -44,6 +45,7 @@ def offset_zone(text: str) -> tzinfo | None:
     return _zone(found.group(8))
 
 
+@lru_cache(maxsize=256)
 def _zone(offset: str) -> tzinfo:
     sign = -1 if offset[0] == "-" else 1
     delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))

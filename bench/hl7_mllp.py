@@ -1,0 +1,179 @@
+"""HL7v2 end to end: PCD-01 ORUs over MLLP until every one is stored as Observations.
+
+    .venv/bin/python -m bench.hl7_mllp                       # 20,000 messages, 8 connections
+    .venv/bin/python -m bench.hl7_mllp --messages 50000 --topology inline
+
+Workload: the corpus's IHE PCD-01 "Acme" NIBP ORU with a pulse-rate OBX added (6 OBX: MDS and
+channel rows, systolic/diastolic/mean, pulse rate), each message with its own MSH-10 and
+measurement time, so each yields 2 Observations (the BP panel and a heart rate) plus the device
+tree. A fresh SQLite database (``synchronous=FULL``: every ACK follows an fsynced commit) and a
+real hub in subprocesses: ``hub mllp`` plus one ``hub worker`` (``--topology split``, the
+default: one core each on 2 cores) or ``hub mllp --worker`` (``inline``). ``--connections``
+senders each send their share over one connection, waiting for every ACK (MLLP is synchronous).
+The clock runs from the first frame until the database holds every Observation (polled); the
+ACK-only rate is reported too. Every ACK must be AA and every message ``processed``.
+
+Baselines, measured in this same run on the same bytes (single process, parse only, no I/O):
+hl7apy ``parse_message`` and python-hl7 ``hl7.parse`` (bench/hl7_parse.py), the hub's tokenizer.
+
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import text
+
+from bench.hl7_parse import best_us, hl7apy, ours, pcd01_oru, python_hl7
+from connectors.mllp import MllpClient
+from hub.store.db import make_engine, upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def messages(count: int) -> list[bytes]:
+    """``count`` PCD-01 ORUs: distinct MSH-10 and a distinct second for every measurement."""
+    base = pcd01_oru()
+    out = []
+    for i in range(count):
+        stamp = f"2026{1 + i // 2_678_400 % 12:02d}{1 + i // 86_400 % 28:02d}" \
+                f"{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}+0000".encode()
+        msg = base.replace(b"MSGID1234", f"BENCH{i:09d}".encode())
+        msg = msg.replace(b"20090813095715+0500", stamp)
+        out.append(msg)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def hub_processes(url: str, port: int, topology: str) -> Iterator[None]:
+    env = {**os.environ, "HUB_DATABASE_URL": url, "HUB_MAPPINGS_DIR": str(REPO / "mappings"),
+           "HUB_ENV": "test", "HUB_SECRET_KEY": "bench-secret-not-for-production"}
+    mllp = [sys.executable, "-m", "hub", "mllp", "--no-migrate", "--port", str(port)]
+    commands = [mllp + (["--worker"] if topology == "inline" else [])]
+    if topology == "split":
+        commands.append([sys.executable, "-m", "hub", "worker"])
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for c in commands]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError("hub did not start") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def send_all(port: int, payloads: list[bytes], connections: int) -> list[bytes]:
+    shares = [payloads[i::connections] for i in range(connections)]
+
+    async def one(share: list[bytes]) -> list[bytes]:
+        acks = []
+        async with MllpClient("127.0.0.1", port, timeout_secs=120) as client:
+            for payload in share:
+                acks.append(await client.send(payload))
+        return acks
+
+    results = await asyncio.gather(*(one(s) for s in shares))
+    return [a for r in results for a in r]
+
+
+def run(count: int, connections: int, topology: str) -> dict[str, float]:
+    payloads = messages(count)
+    with tempfile.TemporaryDirectory(prefix="hub-bench-hl7-") as scratch:
+        url = f"sqlite:///{scratch}/hub.db"
+        upgrade(url)
+        port = free_port()
+        engine = make_engine(url)
+        with hub_processes(url, port, topology):
+            start = time.perf_counter()
+            acks = asyncio.run(send_all(port, payloads, connections))
+            acked = time.perf_counter()
+            if any(b"MSA|AA|" not in a for a in acks):
+                raise SystemExit("a message was not answered AA")
+            want = 2 * count
+            while True:
+                with engine.connect() as conn:
+                    stored = conn.execute(text(
+                        "select count(*) from resource where res_type = 'Observation'")).scalar()
+                if stored is not None and stored >= want:
+                    break
+                time.sleep(0.05)
+            done = time.perf_counter()
+            with engine.connect() as conn:
+                statuses = dict(conn.execute(text(
+                    "select status, count(*) from inbound_message group by status")).all())
+        engine.dispose()
+    if statuses != {"processed": count}:
+        raise SystemExit(f"unexpected inbox statuses: {statuses}")
+    return {"ack_msg_per_s": count / (acked - start),
+            "end_to_end_msg_per_s": count / (done - start), "seconds": done - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--topology", choices=["split", "inline"], default="split")
+    args = parser.parse_args()
+    figures = run(args.messages, args.connections, args.topology)
+    data = pcd01_oru()
+    parse = {"hl7apy_parse_us": best_us(hl7apy, data, 20),
+             "python_hl7_parse_us": best_us(python_hl7, data, 500),
+             "hub_tokenizer_us": best_us(ours, data, 20_000)}
+    e2e = figures["end_to_end_msg_per_s"]
+    print(f"PCD-01 ORU, 6 OBX, {len(data)} bytes; {args.messages} messages over "
+          f"{args.connections} MLLP connections; SQLite synchronous=FULL; {args.topology}")
+    print(f"  ACKed (durable):          {figures['ack_msg_per_s']:10,.0f} msg/s")
+    print(f"  end to end (Observations): {e2e:9,.0f} msg/s  ({2 * e2e:,.0f} Observations/s)")
+    for name, label in (("hl7apy_parse_us", "hl7apy 1.3.5 parse only"),
+                        ("python_hl7_parse_us", "python-hl7 0.4.5 parse only"),
+                        ("hub_tokenizer_us", "hub.hl7v2 tokenizer only")):
+        print(f"  {label:27s} {1e6 / parse[name]:10,.0f} msg/s ({parse[name]:.1f} us/msg)")
+    hl7apy_rate = 1e6 / parse["hl7apy_parse_us"]
+    result = {
+        "messages": args.messages, "connections": args.connections, "topology": args.topology,
+        "message_bytes": len(data), "obx_per_message": 6,
+        "ack_msg_per_s": round(figures["ack_msg_per_s"]),
+        "end_to_end_msg_per_s": round(e2e),
+        "hl7apy_parse_msg_per_s": round(hl7apy_rate),
+        "python_hl7_parse_msg_per_s": round(1e6 / parse["python_hl7_parse_us"]),
+        "hub_tokenizer_msg_per_s": round(1e6 / parse["hub_tokenizer_us"]),
+        "end_to_end_vs_hl7apy_parse": round(e2e / hl7apy_rate, 1),
+        "end_to_end_vs_python_hl7_parse": round(e2e * parse["python_hl7_parse_us"] / 1e6, 2),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
