@@ -8,6 +8,7 @@ and a backfill is one resource with the lineage of the first arrival.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,6 @@ from sqlalchemy import and_, select, tuple_
 from sqlalchemy.engine import Connection
 
 from hub.store.db import as_utc, utcnow
-from hub.store.dialect import insert_for
 from hub.store.models import Resource, ResourceToken
 
 R = Resource.__table__  # type: ignore[attr-defined]
@@ -56,13 +56,13 @@ def _first_coding(concept: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-def search_columns(resource: dict[str, Any]) -> dict[str, Any]:
-    """The indexed columns of a resource: subject, primary code, category, status, effective."""
+def _search_values(resource: dict[str, Any]) -> tuple[Any, ...]:
+    """subject, code_system, code, category, status, effective (the order of ``_COLUMNS``)."""
     rtype = resource["resourceType"]
-    subject = resource.get("subject") or resource.get("patient")
     if rtype == "Patient":
         subject_ref: str | None = f"Patient/{resource['id']}"
     else:
+        subject = resource.get("subject") or resource.get("patient")
         subject_ref = subject.get("reference") if isinstance(subject, dict) else None
     system, code = _first_coding(resource.get("code"))
     categories = resource.get("category")
@@ -78,19 +78,71 @@ def search_columns(resource: dict[str, Any]) -> dict[str, Any]:
         or (resource.get("period") or {}).get("start")
         or resource.get("sent")
     )
-    return {
-        "subject": subject_ref, "code_system": system, "code": code, "category": category,
-        "status": resource.get("status"), "effective": _parse_instant(effective),
-    }
+    return subject_ref, system, code, category, resource.get("status"), _parse_instant(effective)
 
 
-def _extra_tokens(resource: dict[str, Any]) -> list[dict[str, Any]]:
+def search_columns(resource: dict[str, Any]) -> dict[str, Any]:
+    """The indexed columns of a resource: subject, primary code, category, status, effective."""
+    return dict(zip(("subject", "code_system", "code", "category", "status", "effective"),
+                    _search_values(resource), strict=True))
+
+
+def _extra_tokens(resource: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     codings = (resource.get("code") or {}).get("coding") or []
     return [
-        {"res_type": resource["resourceType"], "res_id": resource["id"], "param": "code",
-         "system": c.get("system") or "", "code": c["code"]}
+        (resource["resourceType"], resource["id"], "code", c.get("system") or "", c["code"])
         for c in codings[1:] if c.get("code")
     ]
+
+
+# The upsert is written as SQL text, not through SQLAlchemy's insert().on_conflict_do_update():
+# for 500 resources SQLAlchemy processed 6,500 bind parameters in Python, and psycopg re-parsed
+# the 6,500-placeholder statement it rendered on every call (too long for its cache). Rows go in
+# as one multi-row VALUES on SQLite and as column arrays through unnest() on PostgreSQL: one short
+# constant statement that psycopg prepares once. The arrays are sent in binary (%b): in text
+# format psycopg escaped every element with a regex, and resource JSON is full of quotes.
+# Measured per resource, upsert of 500-reading messages, this process's CPU: SQLite 38 → 31 µs
+# (SQLite's own B-tree work included); PostgreSQL 134 → 14 µs.
+_COLUMNS = ("res_type", "res_id", "version_id", "content_hash", "subject", "code_system", "code",
+            "category", "status", "effective", "last_updated", "message_id", "content")
+_ON_CONFLICT = (
+    " ON CONFLICT (res_type, res_id) DO UPDATE SET version_id = resource.version_id + 1, "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("res_type", "res_id",
+                                                                       "version_id"))
+    + " WHERE resource.content_hash <> excluded.content_hash"
+    " RETURNING res_type, res_id, version_id, subject"
+)
+_PG_TYPES = ("varchar", "varchar", "int", "varchar", "varchar", "varchar", "varchar", "varchar",
+             "varchar", "timestamptz", "timestamptz", "varchar", "text")
+_PG_UPSERT = (
+    f"INSERT INTO resource ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%b::{t}[]" for t in _PG_TYPES) + ")" + _ON_CONFLICT
+)
+_PG_TOKENS = ("INSERT INTO resource_token (res_type, res_id, param, system, code) "
+              "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], "
+              "%b::varchar[]) ON CONFLICT DO NOTHING")
+_SQLITE_TOKENS = ("INSERT INTO resource_token (res_type, res_id, param, system, code) "
+                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_SQLITE_ROWS_PER_STATEMENT = 1000  # 13,000 variables: under SQLite's 32,766
+_SQLITE_ROW = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+_sqlite_statements: dict[int, str] = {}
+
+
+def _sqlite_upsert(rows: int) -> str:
+    statement = _sqlite_statements.get(rows)
+    if statement is None:
+        statement = (f"INSERT INTO resource ({', '.join(_COLUMNS)}) VALUES "
+                     + ", ".join([_SQLITE_ROW] * rows) + _ON_CONFLICT)
+        _sqlite_statements[rows] = statement
+    return statement
+
+
+def _instant_writer(conn: Connection) -> Callable[[datetime | None], Any]:
+    """How this dialect's DateTime column stores a value (SQLite: SQLAlchemy's text format, so
+    rows read back through the models exactly as before)."""
+    impl = R.c.effective.type.dialect_impl(conn.dialect)
+    process = impl.bind_processor(conn.dialect)
+    return process if process is not None else (lambda value: value)
 
 
 def upsert(
@@ -99,38 +151,36 @@ def upsert(
     """Insert or update resources by (type, id); returns only those whose content changed."""
     if not resources:
         return []
-    now = utcnow()
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    tokens: list[dict[str, Any]] = []
+    stored = _instant_writer(conn)
+    now = stored(utcnow())
+    rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    tokens: list[tuple[str, str, str, str, str]] = []
     for res in resources:  # last write of an id within one batch wins (an upsert may hit once)
         meta = res.get("meta")
         if meta:
             meta.pop("versionId", None)
             meta.pop("lastUpdated", None)
-        row = search_columns(res)
-        row.update(res_type=res["resourceType"], res_id=res["id"], version_id=1,
-                   content_hash=content_hash(res), last_updated=now, message_id=message_id,
-                   content=orjson.dumps(res).decode())
-        rows[(res["resourceType"], res["id"])] = row
+        subject, system, code, category, status, effective = _search_values(res)
+        key = (res["resourceType"], res["id"])
+        rows[key] = (key[0], key[1], 1, content_hash(res), subject, system, code, category,
+                     status, None if effective is None else stored(effective), now, message_id,
+                     orjson.dumps(res).decode())
         tokens.extend(_extra_tokens(res))
-    stmt = insert_for(conn, R)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[R.c.res_type, R.c.res_id],
-        set_={
-            "version_id": R.c.version_id + 1, "content_hash": stmt.excluded.content_hash,
-            "subject": stmt.excluded.subject, "code_system": stmt.excluded.code_system,
-            "code": stmt.excluded.code, "category": stmt.excluded.category,
-            "status": stmt.excluded.status, "effective": stmt.excluded.effective,
-            "last_updated": stmt.excluded.last_updated, "content": stmt.excluded.content,
-            "message_id": stmt.excluded.message_id,
-        },
-        where=R.c.content_hash != stmt.excluded.content_hash,
-    ).returning(R.c.res_type, R.c.res_id, R.c.version_id, R.c.subject)
-    written = [Written(r.res_type, r.res_id, r.version_id, r.subject)
-               for r in conn.execute(stmt, list(rows.values()))]
-    if tokens:
-        conn.execute(insert_for(conn, TOK).on_conflict_do_nothing(), tokens)
-    return written
+    values = list(rows.values())
+    if conn.dialect.name == "postgresql":
+        columns = [list(column) for column in zip(*values, strict=True)]
+        result = conn.exec_driver_sql(_PG_UPSERT, tuple(columns)).all()
+        if tokens:
+            conn.exec_driver_sql(_PG_TOKENS, tuple(list(c) for c in zip(*tokens, strict=True)))
+    else:
+        result = []
+        for start in range(0, len(values), _SQLITE_ROWS_PER_STATEMENT):
+            chunk = values[start:start + _SQLITE_ROWS_PER_STATEMENT]
+            flat = tuple(value for row in chunk for value in row)
+            result.extend(conn.exec_driver_sql(_sqlite_upsert(len(chunk)), flat).all())
+        if tokens:
+            conn.exec_driver_sql(_SQLITE_TOKENS, tokens)
+    return [Written(r[0], r[1], r[2], r[3]) for r in result]
 
 
 def with_meta(content: str, version_id: int, last_updated: datetime) -> dict[str, Any]:
