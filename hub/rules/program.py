@@ -130,6 +130,8 @@ class Program:
     by_code: dict[str, list[tuple[str, Measure]]] = field(default_factory=dict)
     # measure → rule ids reading it; "*" lists rules that read every measure (silence, days)
     by_measure: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # code → [(system, measure, spec)]: the hot path looks a coding up without building a key
+    by_bare_code: dict[str, list[tuple[str, str, Measure]]] = field(default_factory=dict)
 
     _effective: dict[tuple[str, str], Rule] = field(default_factory=dict)
 
@@ -171,6 +173,15 @@ def _index(rules: dict[str, Rule], measures: dict[str, Measure]
         for name in names:
             by_measure.setdefault(name, []).append(rid)
     return by_code, {k: tuple(v) for k, v in by_measure.items()}
+
+
+def _bare(by_code: dict[str, list[tuple[str, Measure]]]
+          ) -> dict[str, list[tuple[str, str, Measure]]]:
+    bare: dict[str, list[tuple[str, str, Measure]]] = {}
+    for key, hits in by_code.items():
+        system, code = key.split("|", 1)
+        bare.setdefault(code, []).extend((system, name, measure) for name, measure in hits)
+    return bare
 
 
 def _check_rule(rule: Rule, measures: dict[str, Measure]) -> list[str]:
@@ -224,7 +235,7 @@ def load_program(folder: Path) -> Program:
                            problems=problems)
     by_code, by_measure = _index(rules, measures)
     return Program(rules, measures, versions, files, care_team, fingerprint(folder),
-                   by_code, by_measure)
+                   by_code, by_measure, _bare(by_code))
 
 
 def empty_program() -> Program:
@@ -240,7 +251,7 @@ def restrict(program: Program, rule_ids: list[str]) -> Program:
     by_code, by_measure = _index(rules, program.measures)
     return Program(rules, program.measures, {r: program.versions[r] for r in rules},
                    {r: program.files[r] for r in rules}, program.care_team, program.fingerprint,
-                   by_code, by_measure)
+                   by_code, by_measure, _bare(by_code))
 
 
 def with_override(rule: Rule, params: dict[str, Any]) -> Rule:

@@ -73,15 +73,18 @@ def _value(element: dict[str, Any], measure: Measure) -> Value | None:
     return 1.0  # an event without a value (e.g. "dose taken"): its presence is the value
 
 
-def _collect(concept: Any, element: dict[str, Any], by_code: dict[str, list[tuple[str, Measure]]],
-             values: dict[str, Value]) -> None:
+def _collect(concept: Any, element: dict[str, Any],
+             by_code: dict[str, list[tuple[str, str, Measure]]], values: dict[str, Value]) -> None:
     if not isinstance(concept, dict):
         return
     for coding in concept.get("coding") or ():
-        hits = by_code.get(f"{coding.get('system')}|{coding.get('code')}")
+        hits = by_code.get(coding.get("code"))
         if hits is None:
             continue
-        for name, measure in hits:
+        system = coding.get("system")
+        for measure_system, name, measure in hits:
+            if measure_system != system:
+                continue
             if name not in values:
                 value = _value(element, measure)
                 if value is not None:
@@ -97,7 +100,7 @@ def sample_of(obs: dict[str, Any], program: Program) -> Sample | None:
     if not isinstance(ref, str) or not ref.startswith("Patient/"):
         return None
     values: dict[str, Value] = {}
-    by_code = program.by_code
+    by_code = program.by_bare_code
     _collect(obs.get("code"), obs, by_code, values)
     for component in obs.get("component") or ():
         _collect(component.get("code"), component, by_code, values)

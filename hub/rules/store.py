@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, literal, select, union_all
+from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
 from hub.store.db import utcnow
@@ -26,6 +26,22 @@ SCHEDULE = RuleSchedule.__table__  # type: ignore[attr-defined]
 Key = tuple[str, str]
 
 
+# The per-message statements are plain SQL on the transaction's own DBAPI cursor: building,
+# compiling and dispatching Core statements cost more than running them on a one-reading
+# message (bench/rules.py). Both dialects speak this SQL; only the parameter marker differs.
+_LOAD_SQLITE = ("SELECT patient_id, rule_id, state, 's' FROM rule_state WHERE patient_id IN ({q})"
+                " UNION ALL "
+                "SELECT patient_id, rule_id, params, 'o' FROM rule_override "
+                "WHERE patient_id IN ({q})")
+_LOAD_PG_STATES = ("SELECT patient_id, rule_id, state FROM rule_state WHERE patient_id = ANY(%s)"
+                   " ORDER BY patient_id, rule_id FOR UPDATE")
+_LOAD_PG_OVERRIDES = ("SELECT patient_id, rule_id, params FROM rule_override "
+                      "WHERE patient_id = ANY(%s)")
+_SAVE = ("INSERT INTO rule_state (patient_id, rule_id, state, updated_at) VALUES ({m}, {m}, {m}, "
+         "{m}) ON CONFLICT (patient_id, rule_id) DO UPDATE SET state = excluded.state, "
+         "updated_at = excluded.updated_at")
+
+
 def load(conn: Connection, patients: list[str]
          ) -> tuple[dict[Key, str], dict[Key, str]]:
     """(state JSON by (patient, rule), override params JSON by (patient, rule))."""
@@ -33,24 +49,21 @@ def load(conn: Connection, patients: list[str]
     overrides: dict[Key, str] = {}
     if not patients:
         return states, overrides
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(select(STATE.c.patient_id, STATE.c.rule_id, STATE.c.state)
-                            .where(STATE.c.patient_id.in_(patients))
-                            .order_by(STATE.c.patient_id, STATE.c.rule_id)
-                            .with_for_update()).all()
-        states = {(r[0], r[1]): r[2] for r in rows}
-        overrides = {(r[0], r[1]): r[2] for r in conn.execute(
-            select(OVERRIDE.c.patient_id, OVERRIDE.c.rule_id, OVERRIDE.c.params)
-            .where(OVERRIDE.c.patient_id.in_(patients)))}
+    cursor = conn.connection.cursor()
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.execute(_LOAD_PG_STATES, (patients,))
+            states = {(r[0], r[1]): r[2] for r in cursor.fetchall()}
+            cursor.execute(_LOAD_PG_OVERRIDES, (patients,))
+            overrides = {(r[0], r[1]): r[2] for r in cursor.fetchall()}
+            return states, overrides
+        cursor.execute(_LOAD_SQLITE.format(q=", ".join("?" * len(patients))),
+                       (*patients, *patients))
+        for patient, rule, text, which in cursor.fetchall():
+            (states if which == "s" else overrides)[(patient, rule)] = text
         return states, overrides
-    both = union_all(
-        select(STATE.c.patient_id, STATE.c.rule_id, STATE.c.state, literal("s"))
-        .where(STATE.c.patient_id.in_(patients)),
-        select(OVERRIDE.c.patient_id, OVERRIDE.c.rule_id, OVERRIDE.c.params, literal("o"))
-        .where(OVERRIDE.c.patient_id.in_(patients)))
-    for patient, rule, text, which in conn.execute(both):
-        (states if which == "s" else overrides)[(patient, rule)] = text
-    return states, overrides
+    finally:
+        cursor.close()
 
 
 def save(conn: Connection, rows: list[tuple[str, str, str]]) -> None:
@@ -58,12 +71,31 @@ def save(conn: Connection, rows: list[tuple[str, str, str]]) -> None:
     if not rows:
         return
     now = utcnow()
-    stmt = insert_for(conn, STATE)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[STATE.c.patient_id, STATE.c.rule_id],
-        set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at})
-    conn.execute(stmt, [{"patient_id": p, "rule_id": r, "state": s, "updated_at": now}
-                        for p, r, s in rows])
+    cursor = conn.connection.cursor()
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.executemany(_SAVE.format(m="%s"), [(p, r, s, now) for p, r, s in rows])
+        else:
+            stamp = now.isoformat(" ", "microseconds")[:26]  # no offset: UTC, as SQLAlchemy
+            cursor.executemany(_SAVE.format(m="?"), [(p, r, s, stamp) for p, r, s in rows])
+    finally:
+        cursor.close()
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def _upsert(conn: Connection, table: Any, keys: list[str], updated: list[str]) -> Any:
+    """An ``INSERT ... ON CONFLICT DO UPDATE`` built once per dialect and table: building
+    ``excluded`` costs milliseconds."""
+    key = (conn.dialect.name, table.name)
+    stmt = _UPSERTS.get(key)
+    if stmt is None:
+        base = insert_for(conn, table)
+        stmt = _UPSERTS[key] = base.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys],
+            set_={name: base.excluded[name] for name in updated})
+    return stmt
 
 
 def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) -> None:
@@ -72,10 +104,7 @@ def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) ->
             for p, r, due in rows if due is not None]
     clears = [(p, r) for p, r, due in rows if due is None]
     if sets:
-        stmt = insert_for(conn, SCHEDULE)
-        conn.execute(stmt.on_conflict_do_update(
-            index_elements=[SCHEDULE.c.patient_id, SCHEDULE.c.rule_id],
-            set_={"due_at": stmt.excluded.due_at}), sets)
+        conn.execute(_upsert(conn, SCHEDULE, ["patient_id", "rule_id"], ["due_at"]), sets)
     for patient, rule in clears:
         conn.execute(delete(SCHEDULE).where(SCHEDULE.c.patient_id == patient,
                                             SCHEDULE.c.rule_id == rule))
@@ -108,12 +137,9 @@ def overrides_of(conn: Connection, patient: str) -> dict[str, dict[str, Any]]:
 def put_override(conn: Connection, patient: str, rule: str, params: dict[str, Any],
                  by: str | None) -> None:
     text = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
-    stmt = insert_for(conn, OVERRIDE)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=[OVERRIDE.c.patient_id, OVERRIDE.c.rule_id],
-        set_={"params": stmt.excluded.params, "updated_at": stmt.excluded.updated_at,
-              "updated_by": stmt.excluded.updated_by}),
-        [{"patient_id": patient, "rule_id": rule, "params": text, "updated_at": utcnow(),
+    conn.execute(_upsert(conn, OVERRIDE, ["patient_id", "rule_id"],
+                         ["params", "updated_at", "updated_by"]),
+                 [{"patient_id": patient, "rule_id": rule, "params": text, "updated_at": utcnow(),
           "updated_by": by}])
 
 

@@ -70,6 +70,16 @@ def local_day(t: float, tz: str) -> int:
     return datetime.fromtimestamp(t, ZoneInfo(tz)).toordinal()
 
 
+def cached_day(st: State, t: float, tz: str) -> tuple[int, float]:
+    """(local day ordinal, its start) of ``t``, cached in ``st["day"]`` as [ordinal, start, end]:
+    readings of one day skip the time-zone arithmetic (the hot path's costliest step)."""
+    cached = st.get("day")
+    if cached is None or not cached[1] <= t < cached[2]:
+        ordinal = local_day(t, tz)
+        cached = st["day"] = [ordinal, day_start(ordinal, tz), day_start(ordinal + 1, tz)]
+    return cached[0], cached[1]
+
+
 def day_start(ordinal: int, tz: str) -> float:
     """Epoch seconds of local midnight starting day ``ordinal`` in ``tz``."""
     day = datetime.fromordinal(ordinal)

@@ -29,7 +29,7 @@ from typing import Any
 
 from hub.fhir.ids import stable_id
 from hub.rules import outputs
-from hub.rules.kinds.base import Kind, State, day_start, day_text, local_day
+from hub.rules.kinds.base import Kind, State, cached_day, day_start, day_text, local_day
 from hub.rules.lifecycle import Ctx
 from hub.rules.model import CgmRule
 from hub.rules.outputs import PRIORITY_RANK, UCUM
@@ -107,12 +107,7 @@ class Cgm(Kind):
         value = s.values.get(rule.measure)
         if not isinstance(value, float) or not s.usable:
             return
-        cached = st.get("day")  # [ordinal, start, end]: skips the time-zone maths per reading
-        if cached is None or not cached[1] <= s.t < cached[2]:
-            ordinal = local_day(s.t, rule.timezone)
-            cached = st["day"] = [ordinal, day_start(ordinal, rule.timezone),
-                                  day_start(ordinal + 1, rule.timezone)]
-        ordinal, start = cached[0], cached[1]
+        ordinal, start = cached_day(st, s.t, rule.timezone)
         days: dict[str, list[Any]] = st.setdefault("days", {})
         newest = max(ordinal, st.get("newest", ordinal))
         if ordinal <= newest - rule.days - 1:

@@ -133,6 +133,9 @@ def risk(aggregate: int, any_three: bool) -> str:
 
 
 class News2(Kind):
+    def __init__(self) -> None:
+        self._by_rule: dict[int, tuple[News2Rule, list[tuple[str, str]]]] = {}
+
     @staticmethod
     def _inputs(rule: News2Rule) -> dict[str, str | None]:
         return {"respiration_rate": rule.respiration_rate, "spo2": rule.spo2,
@@ -140,14 +143,22 @@ class News2(Kind):
                 "temperature": rule.temperature, "consciousness": rule.consciousness,
                 "air_or_oxygen": rule.oxygen}
 
+    def _pairs(self, rule: News2Rule) -> list[tuple[str, str]]:
+        """(parameter, measure) pairs of a rule, computed once per rule object."""
+        found = self._by_rule.get(id(rule))
+        if found is None or found[0] is not rule:
+            pairs = [(p, m) for p, m in self._inputs(rule).items() if m is not None]
+            found = self._by_rule[id(rule)] = (rule, pairs)
+        return found[1]
+
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         rule = ctx.rule
         assert isinstance(rule, News2Rule)
         if not s.usable:
             return
         last: dict[str, float] = st.setdefault("last", {})
-        for param, measure in self._inputs(rule).items():
-            if measure is None or measure not in s.values:
+        for param, measure in self._pairs(rule):
+            if measure not in s.values:
                 continue
             if last.get(param, float("-inf")) >= s.t:
                 continue  # a replay, or older than what this parameter already has

@@ -20,7 +20,15 @@ from typing import Any
 
 from hub.fhir.ids import stable_id
 from hub.rules import outputs
-from hub.rules.kinds.base import Kind, State, day_start, day_text, local_day, when
+from hub.rules.kinds.base import (
+    Kind,
+    State,
+    cached_day,
+    day_start,
+    day_text,
+    local_day,
+    when,
+)
 from hub.rules.lifecycle import Ctx
 from hub.rules.model import DaysWithDataRule, SilenceRule
 from hub.rules.outputs import RULE_CODE_SYSTEM, UCUM
@@ -31,7 +39,7 @@ class Silence(Kind):
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         rule = ctx.rule
         assert isinstance(rule, SilenceRule)
-        if rule.measures and not any(m in s.values for m in rule.measures):
+        if rule.measures and s.values.keys().isdisjoint(rule.measures):
             return
         last = st.get("last")
         if last is not None and s.t <= last:
@@ -85,9 +93,9 @@ class DaysWithData(Kind):
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         rule = ctx.rule
         assert isinstance(rule, DaysWithDataRule)
-        if rule.measures and not any(m in s.values for m in rule.measures):
+        if rule.measures and s.values.keys().isdisjoint(rule.measures):
             return
-        day = local_day(s.t, rule.timezone)
+        day = cached_day(st, s.t, rule.timezone)[0]
         st.pop("idle", None)
         start = st.get("start")
         if start is None:

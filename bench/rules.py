@@ -1,0 +1,107 @@
+"""Rules overhead per reading: the worker on one workload with rules off and on, same run.
+
+    .venv/bin/python -m bench.rules                          # SQLite, 500 readings per message
+    .venv/bin/python -m bench.rules --batch 1 --readings 4000   # webhook-sized messages
+    .venv/bin/python -m bench.rules --backend postgres
+
+Each round fills a fresh database's inbox with the same canonical bodies (bench.ingest's mix of
+BP panels, SpO2 and heart rate, one device and patient per body, 200 patients in rotation),
+then times ``hub.worker.drain`` with a pipeline whose ``rules`` is ``NoRules`` (off) or the
+shipped program ``mappings/rules`` (on). Off and on alternate, and the order flips every round,
+so drift on a busy machine hits both; the figures are medians over ``--rounds``. After each
+"on" round the scheduler runs once at the readings' end (due time-based rules), reported
+apart: it is not on the ingest path. Target (issue 6): on ≤ 1.2 x off. Last line JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bench.ingest import BASE_TIME, REPO, SECRET, fresh_database, make_bodies
+from hub.pipeline import Pipeline
+from hub.rules import NoRules
+from hub.rules.engine import RulesEngine
+from hub.runtime import Hub
+from hub.settings import Settings
+from hub.store import inbox
+from hub.telemetry import Telemetry
+from hub.worker import drain
+
+
+def one_round(backend: str, bodies: list[tuple[bytes, int]], readings: int, rules_on: bool,
+              worker_batch: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="hub-bench-rules-") as tmp, \
+            fresh_database(backend, Path(tmp)) as url:
+        settings = Settings(database_url=url, env="test", secret_key=SECRET,
+                            mappings_dir=REPO / "mappings", inline_worker=False)
+        hub = Hub.build(settings, Telemetry.disabled())
+        engine = RulesEngine(REPO / "mappings" / "rules") if rules_on else None
+        pipeline = Pipeline(connectors=hub.connectors, mappings=hub.mappings,
+                            rules=engine if engine is not None else NoRules(),
+                            router=hub.pipeline.router)
+        for body, _ in bodies:
+            inbox.receive(hub.engine, source="hub", channel="http",
+                          content_type="application/json", body=body)
+        began, cpu_began = time.perf_counter(), time.process_time()
+        drain(pipeline, hub.engine, worker_batch)
+        seconds = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+        tick = 0.0
+        due = 0
+        if engine is not None:
+            end = BASE_TIME + timedelta(seconds=readings, days=1)
+            tick_began = time.perf_counter()
+            due = engine.tick(hub.engine, end.astimezone(UTC))
+            tick = time.perf_counter() - tick_began
+        hub.engine.dispose()
+    return {"us": seconds / readings * 1e6, "cpu_us": cpu / readings * 1e6, "tick_s": tick,
+            "due": due}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--readings", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500, help="readings per message")
+    parser.add_argument("--worker-batch", type=int, default=64,
+                        help="messages per worker transaction")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    bodies = make_bodies(args.readings, args.batch, 200)
+    results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for index in range(args.rounds):
+        for rules_on in ((False, True) if index % 2 == 0 else (True, False)):
+            found = one_round(args.backend, bodies, args.readings, rules_on, args.worker_batch)
+            results[rules_on].append(found)
+            print(f"round {index + 1} rules {'on ' if rules_on else 'off'}: "
+                  f"{found['us']:.1f} µs/reading ({found['cpu_us']:.1f} µs CPU)", flush=True)
+    off = statistics.median(r["us"] for r in results[False])
+    on = statistics.median(r["us"] for r in results[True])
+    off_cpu = statistics.median(r["cpu_us"] for r in results[False])
+    on_cpu = statistics.median(r["cpu_us"] for r in results[True])
+    tick = statistics.median(r["tick_s"] for r in results[True])
+    due = int(statistics.median(r["due"] for r in results[True]))
+    figures = {"backend": args.backend, "readings": args.readings,
+               "readings_per_message": args.batch, "rounds": args.rounds,
+               "off_us_per_reading": round(off, 1), "on_us_per_reading": round(on, 1),
+               "overhead_pct": round(100 * (on / off - 1), 1),
+               "off_cpu_us": round(off_cpu, 1), "on_cpu_us": round(on_cpu, 1),
+               "cpu_overhead_pct": round(100 * (on_cpu / off_cpu - 1), 1),
+               "tick_seconds": round(tick, 3), "tick_due_rules": due,
+               "when": datetime.now(UTC).isoformat(timespec="seconds")}
+    print(f"{args.backend}, {args.batch} reading(s) per message: rules off {off:.1f} µs, on "
+          f"{on:.1f} µs per reading: overhead {figures['overhead_pct']} % (CPU "
+          f"{figures['cpu_overhead_pct']} %); one scheduler pass after: {tick:.3f} s for "
+          f"{due} due (patient, rule) pairs")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
