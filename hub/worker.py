@@ -35,15 +35,17 @@ def run_worker(
     mappings: LiveMappings | None = None,
     reload_secs: float = 2.0,
     rules_secs: float = 15.0,
-) -> None:
+) -> int:
     """Loop: claim a batch, process, repeat; sleep ``poll_secs`` when idle; stop on ``stop``.
 
     A database error (server restarting, lock timeout) backs off and retries: the claimed batch
-    rolled back, so nothing is lost.
+    rolled back, so nothing is lost. Returns, and logs (a count, nothing else), how many messages
+    this loop committed: how several workers shared a backlog is visible per process.
     """
     next_reload = time.monotonic() + reload_secs
     next_rules = time.monotonic()
     backoff = poll_secs
+    total = 0
     while not stop.is_set():
         if mappings is not None and time.monotonic() >= next_reload:
             mappings.refresh()
@@ -56,6 +58,7 @@ def run_worker(
                 pipeline.rules.tick(engine, route=pipeline.router.route)
                 next_rules = time.monotonic() + rules_secs
             done = pipeline.run_batch(engine, batch)
+            total += done
             backoff = poll_secs
         except OperationalError as exc:
             log.warning("database unavailable (%s); retrying", type(exc.orig).__name__)
@@ -64,3 +67,5 @@ def run_worker(
             continue
         if done == 0:
             stop.wait(poll_secs)
+    log.info("worker loop stopped; %d messages processed", total)
+    return total
