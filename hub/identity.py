@@ -9,9 +9,11 @@ except by a merge, which clears the cache.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.engine import Connection, Engine
 
 from hub.contracts import Identifier, Measurement, PatientMerge
@@ -64,15 +66,17 @@ class IdentityResolver:
     def _assigned(self, conn: Connection, device_id: str, when: datetime) -> str | None:
         return registry.patient_at(conn, device_id, when)
 
-    def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> None:
+    def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Bind every business identifier of the Patients/Devices a message gives (ADT PID-3,
-        PCD-01 EUI-64) to that resource, in place.
+        PCD-01 EUI-64) to that resource, in place; returns those that need writing.
 
         A resource whose identifier is already registered takes the registered id (and
         references to it among ``given`` follow), so the readings filed under any of its
         identifiers and the resource itself stay one; its other identifiers are bound to that id
         too. An identifier already bound to a different resource keeps its binding (only a merge
-        moves identifiers).
+        moves identifiers). A resource this process already wrote with the same content is left
+        out of the result: a monitor names the same device tree in every message, and rewriting
+        it (an upsert that changes nothing) is most of the cost of storing it again.
         """
         renamed: dict[str, str] = {}
         for res in given:
@@ -95,6 +99,15 @@ class IdentityResolver:
         if renamed:
             for res in given:
                 _repoint(res, renamed)
+        changed = []
+        for res in given:
+            key = ("#content", res["resourceType"], res["id"])
+            digest = hashlib.blake2b(orjson.dumps(res, option=orjson.OPT_SORT_KEYS),
+                                     digest_size=16).hexdigest()
+            if (self._shared.get(key) or self._pending.get(key)) != digest:
+                self._pending[key] = digest  # cached only once committed (see committed())
+                changed.append(res)
+        return changed
 
     def apply_merges(self, conn: Connection, merges: list[PatientMerge],
                      message_id: str | None) -> list[Written]:

@@ -84,8 +84,9 @@ class Pipeline:
                       errors=[_describe(e) for e in extraction.errors])
         lineage = Lineage(raw.id, raw.source)
         unassigned = 0
-        if extraction.patients or extraction.devices:
-            resolver.adopt(conn, extraction.patients + extraction.devices)
+        given = extraction.patients + extraction.devices
+        if given:
+            given = resolver.adopt(conn, given)  # binds their identifiers; drops unchanged ones
         out.merges = extraction.merges
         with self.telemetry.span("normalize", source=raw.source,
                                  measurements=len(extraction.measurements)):
@@ -110,7 +111,7 @@ class Pipeline:
                     out.errors.append(_describe(exc))
                 except DataError as exc:
                     out.errors.append(_describe(exc))
-        out.resources = (extraction.patients + extraction.devices + resolver.take_new()
+        out.resources = (given + resolver.take_new()
                          + extraction.resources + out.resources)
         total = len(extraction.measurements) + len(extraction.resources) + len(extraction.errors)
         produced = total - len(out.errors)

@@ -85,29 +85,41 @@ def _reason(err: DataError) -> str:
 def examine(payload: bytes, connector: Connector) -> Door:
     """Parse and check ``payload``; build the ACK it will get once stored. Never raises."""
     try:
-        msg = parse_message(payload)
-        check_header(msg)
+        decoded = connector.decode(payload, CONTENT_TYPE)  # tokenizes once, checks the door
     except Hl7ParseError as exc:
-        return Door(inbox.STATUS_FAILED, _reason(exc), build_reject_ack(payload, exc), None,
-                    Outcome.REJECTED)
+        return _refused(payload, exc)
+    except DataError as exc:
+        return _refused(payload, Hl7ParseError(exc.message, error_code=ErrorCode.DATA_TYPE_ERROR))
     except Exception as exc:  # the tokenizer promises Hl7ParseError only; never let it crash us
-        log.error("HL7v2 tokenizer failed unexpectedly (%s)", type(exc).__name__)
+        log.error("HL7v2 door check failed unexpectedly (%s)", type(exc).__name__)
         err = AckError(ErrorCode.APPLICATION_INTERNAL_ERROR, "message could not be parsed")
         return Door(inbox.STATUS_FAILED, "message could not be parsed",
                     build_reject_ack(payload, err), None, Outcome.REJECTED)
+    if not isinstance(decoded, Message):  # a batch: MLLP and POST /hl7v2 carry one message
+        batch = Hl7ParseError("a batch of messages; send one message per frame or request",
+                              error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+        return Door(inbox.STATUS_FAILED, batch.message, build_reject_ack(payload, batch), None,
+                    Outcome.REJECTED)
+    return Door(inbox.STATUS_RECEIVED, None, _ack(decoded, Outcome.ACCEPTED, None),
+                _key(decoded), Outcome.ACCEPTED)
+
+
+def _key(msg: Message) -> str:
     msh = msg.msh
-    key = f"{msh.raw(3)[:60]}|{msh.raw(4)[:60]}|{msh.raw(10)[:60]}"
+    return f"{msh.raw(3)[:60]}|{msh.raw(4)[:60]}|{msh.raw(10)[:60]}"
+
+
+def _refused(payload: bytes, exc: Hl7ParseError) -> Door:
+    """The connector refused the message: AR if it cannot be read or is not a type the hub
+    takes, AE (with the ERR naming segment and field) if its content is wrong."""
     try:
-        connector.decode(payload, CONTENT_TYPE)
-    except Hl7ParseError as exc:
-        outcome = Outcome.REJECTED if exc.error_code in _REJECT_CODES else Outcome.DATA_ERROR
-        return Door(inbox.STATUS_FAILED, _reason(exc), _ack(msg, outcome, exc), key, outcome)
-    except DataError as exc:
-        data = Hl7ParseError(exc.message, error_code=ErrorCode.DATA_TYPE_ERROR)
-        return Door(inbox.STATUS_FAILED, _reason(exc), _ack(msg, Outcome.DATA_ERROR, data), key,
-                    Outcome.DATA_ERROR)
-    return Door(inbox.STATUS_RECEIVED, None, _ack(msg, Outcome.ACCEPTED, None), key,
-                Outcome.ACCEPTED)
+        msg = parse_message(payload)
+        check_header(msg)
+    except Hl7ParseError as unreadable:
+        return Door(inbox.STATUS_FAILED, _reason(unreadable),
+                    build_reject_ack(payload, unreadable), None, Outcome.REJECTED)
+    outcome = Outcome.REJECTED if exc.error_code in _REJECT_CODES else Outcome.DATA_ERROR
+    return Door(inbox.STATUS_FAILED, _reason(exc), _ack(msg, outcome, exc), _key(msg), outcome)
 
 
 def _ack(msg: Message, outcome: Outcome, error: Hl7ParseError | None) -> bytes:

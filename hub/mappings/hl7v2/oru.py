@@ -44,7 +44,7 @@ from hub.contracts import (
 )
 from hub.errors import DataError
 from hub.fhir.ids import registry_id, stable_id
-from hub.hl7v2 import Message, Segment
+from hub.hl7v2 import EncodingChars, Message, Segment
 from hub.mappings.hl7v2.codes import (
     INTERPRETATION,
     INTERPRETATION_CODES,
@@ -105,6 +105,7 @@ class _Context:
     gateway: Identifier | None
     sender_ident: Identifier
     component_sep: str
+    encoding: EncodingChars
     prefix: str
     times: dict[tuple[int, tuple[int, ...]], Hl7Time | None] = field(default_factory=dict)
     mds_equipment: dict[tuple[int, int], Identifier] = field(default_factory=dict)
@@ -137,7 +138,7 @@ def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
     reps = msh.repetitions(3)
     ctx = _Context(maps, sender, local, zone, msh_time, _patient(msg, maps, prefix, out),
                    hd_eui64(reps[0] if reps else None), sender_identifier(application, facility),
-                   msg.encoding.component, prefix)
+                   msg.encoding.component, msg.encoding, prefix)
     rows = _rows(msg, ctx, out)
     if not rows:
         raise DataError("the ORU^R01 holds no OBX segment", location=f"{prefix}OBX")
@@ -291,16 +292,37 @@ def _mds_identity(row: _Row, ctx: _Context) -> Identifier:
     return ctx.gateway or ctx.sender_ident
 
 
+def _components(seg: Segment, n: int, ctx: _Context) -> list[str]:
+    """Components of field ``n`` (first repetition, first subcomponents), each read once.
+
+    The hot path reads OBX-3 and OBX-6 components several times; one split instead of one
+    accessor call per component. A field with an escape sequence takes the accessor's path.
+    """
+    raw = seg.raw(n)
+    if not raw:
+        return []
+    enc = ctx.encoding
+    if enc.escape in raw:
+        count = raw.split(enc.repetition, 1)[0].count(enc.component) + 1
+        return [seg.component(n, m) for m in range(1, count + 1)]
+    first = raw.split(enc.repetition, 1)[0]
+    return [part.split(enc.subcomponent, 1)[0] for part in first.split(enc.component)]
+
+
+def _nth(parts: list[str], m: int) -> str:
+    return parts[m - 1].strip() if m <= len(parts) else ""
+
+
 def _codings(row: _Row, ctx: _Context) -> tuple[Code, ...]:
     if row.codings is not None:
         return row.codings
-    seg = row.seg
+    parts = _components(row.seg, 3, ctx)
     out: list[Code] = []
     for first in (1, 4):
-        code = seg.component(3, first).strip()
+        code = _nth(parts, first)
         if code:
-            system = system_uri(seg.component(3, first + 2), ctx.local)
-            display = seg.component(3, first + 1).strip() or None
+            system = system_uri(_nth(parts, first + 2), ctx.local)
+            display = _nth(parts, first + 1) or None
             if display is None and system == MDC and (known := ctx.maps.mdc.get(code)):
                 display = known.display
             out.append(Code(system, code, display))
@@ -326,10 +348,8 @@ def _target(codings: tuple[Code, ...], ctx: _Context) -> Target | None:
 
 def _unit(seg: Segment, ctx: _Context) -> tuple[str | None, str | None]:
     """OBX-6 → (UCUM code if known, the sender's unit text otherwise)."""
-    if not seg.raw(6):
-        return None, None
-    code, text, system = (seg.component(6, 1).strip(), seg.component(6, 2).strip(),
-                          seg.component(6, 3).strip().upper())
+    parts = _components(seg, 6, ctx)
+    code, text, system = _nth(parts, 1), _nth(parts, 2), _nth(parts, 3).upper()
     if not code and not text:
         return None, None
     if system == "MDC":
@@ -380,7 +400,7 @@ def _metric(row: _Row, ctx: _Context, slots: list[Measurement | None],
     raw = seg.raw  # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
     detail = ObservationDetail(
         codings=codings,
-        code_text=seg.component(3, 2).strip() or None,
+        code_text=_nth(_components(seg, 3, ctx), 2) or None,
         absent_reason=absent if value is None else None,
         reference_range=_ranges(seg, ucum, unit_text) if raw(7) else (),
         interpretation=_interpretations(seg) if raw(8) else (),
