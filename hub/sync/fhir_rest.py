@@ -313,6 +313,9 @@ class FhirRestSender:
         if self.throttled(answer):
             wait = retry_after_secs(answer.headers.get("Retry-After"))
             self.pacer.on_throttled(wait)
+            # Throttled is alive: the pacer slows down; the circuit (and a half-open probe)
+            # must not stay undecided.
+            self.breaker.record(True)
             return None, Attempt(Verdict.THROTTLED, f"throttled (HTTP {answer.status_code})",
                                  retry_after=wait)
         verdict = classify(answer.status_code)

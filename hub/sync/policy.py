@@ -176,11 +176,22 @@ class Pacer:
             if self._entries is not None:
                 self._entries.rate = self.entries_per_sec * self._factor  # type: ignore[operator]
                 wait = max(wait, self._entries.take(self.cost(entries, transaction)))
-        if wait > 0:
+        self._sleep(wait, stop)
+        # A throttled answer may have paused the destination while this caller slept: a
+        # request must not leave inside a Retry-After window it could know about.
+        while True:
+            with self._lock:
+                pause = self._paused_until - self.clock()
+            if pause <= 0 or (stop is not None and stop.is_set()):
+                return
+            self._sleep(pause, stop)
+
+    def _sleep(self, secs: float, stop: threading.Event | None) -> None:
+        if secs > 0:
             if stop is not None:
-                stop.wait(wait)
+                stop.wait(secs)
             else:
-                self.sleep(wait)
+                self.sleep(secs)
 
     def on_throttled(self, retry_after: float | None) -> None:
         """The destination said "slow down": pause everyone, then go slower."""

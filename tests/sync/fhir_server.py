@@ -8,7 +8,8 @@ declares it all in ``/metadata``. It counts what a test must check: resources pe
 
 Optional behaviour, set through ``POST /_admin/config``:
 
-* faults: a share of requests answered 429 with Retry-After, or 503; slow answers; per-entry
+* faults: a share of requests answered 429 with Retry-After, or 503 (at exact rates, by request
+  count); slow answers; per-entry
   500s inside batch answers; an outage window; entries with ``status = "entered-in-error"``
   refused with 422 (a poison entry);
 * SMART: a token endpoint at ``/token`` that verifies the client assertion (pyjwt, public key by
@@ -79,6 +80,9 @@ class State:
         self.idempotency: set[str] = set()
         self.bucket: list[float] = [-1.0, 0.0]  # HealthLake quota bucket, filled on first use
         self.token_requests: list[dict[str, Any]] = []
+        self.throttled_at = 0.0
+        self.throttled_until = 0.0
+        self.early: list[Any] = []
 
     # ------------------------------------------------------------ storage
 
@@ -148,7 +152,8 @@ class State:
         return {"resources": len(self.resources), "identifiers": len(self.by_identifier),
                 "duplicates": dupes, "counters": dict(self.counters),
                 "writes": dict(self.writes), "arrivals": dict(self.arrivals),
-                "tokens_issued": len(self.tokens), "token_requests": self.token_requests}
+                "tokens_issued": len(self.tokens), "token_requests": self.token_requests,
+                "early": self.early}
 
 
 def capability(state: State) -> dict[str, Any]:
@@ -177,14 +182,26 @@ def build_app(state: State | None = None) -> Starlette:
         if time.monotonic() < cfg["outage_until"]:
             st.counters["outage"] += 1
             return _outcome(503, "transient", "outage")
+        arrived = time.monotonic()
+        # A request that started well after a 429 answer but before its Retry-After ran out
+        # means the hub did not honour it (requests already on their way get 150 ms of grace).
+        if st.throttled_at + 0.15 < arrived < st.throttled_until - 0.05:
+            st.counters["early_after_429"] += 1
+            st.early.append((round(arrived - st.throttled_at, 3), str(request.url.path),
+                             request.headers.get("x-lane", "")))
         if cfg["slow_ms"]:
             await asyncio.sleep(rng.random() * cfg["slow_ms"] / 1000)
-        roll = rng.random()
-        if roll < cfg["p429"]:
+        now = time.monotonic()
+        # Faults at exact rates (every 5th request 429 for 20 %, every 20th 503 for 5 %), so
+        # every run meets each kind whatever the timing.
+        n = st.counters["requests"]
+        if cfg["p429"] and n % round(1 / cfg["p429"]) == 1:
             st.counters["faults_429"] += 1
+            st.throttled_at = now
+            st.throttled_until = max(st.throttled_until, now + float(cfg["retry_after"]))
             return _outcome(429, "throttled", "slow down",
                             {"Retry-After": str(cfg["retry_after"])})
-        if roll < cfg["p429"] + cfg["p503"]:
+        if cfg["p503"] and n % round(1 / cfg["p503"]) == 3:
             st.counters["faults_503"] += 1
             return _outcome(503, "transient", "unavailable")
         if cfg["smart"]:
