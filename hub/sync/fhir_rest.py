@@ -354,6 +354,8 @@ class FhirRestSender:
             else:
                 if verdict is Verdict.THROTTLED:
                     verdict = Verdict.RETRY
+                elif verdict is Verdict.AUTH:
+                    verdict = Verdict.FATAL  # this entry refused; the request itself passed
                 out.append(Attempt(verdict, f"entry HTTP {status}",
                                    detail=response.get("outcome")))
         return out
