@@ -253,7 +253,9 @@ class Hl7v2Sender:
         if code in ("AA", "CA"):
             return OK
         err = ack.segment("ERR")
-        text = msa.text(3) or (err.text(8) if err is not None else "")
+        # MSA-3 (before v2.5), else ERR-8 user message, ERR-7 diagnostics, ERR-3 code text.
+        text = msa.text(3) or (next((t for t in (err.text(8), err.text(7), err.component(3, 2))
+                                     if t), "") if err is not None else "")
         return Attempt(Verdict.FATAL, f"{code}: {text}"[:500],
                        detail={"ack": code, "text": text})
 
