@@ -25,7 +25,7 @@ from hub.runtime import Hub
 from hub.settings import Settings
 from hub.store import inbox
 from hub.telemetry import Telemetry
-from hub.worker import drain
+from hub.worker import drain, tune_gc
 
 
 def main() -> None:
@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="readings per message")
     parser.add_argument("--worker-batch", type=int, default=None,
                         help="messages per worker transaction (default: the hub's)")
+    parser.add_argument("--no-gc-tuning", action="store_true",
+                        help="leave CPython's GC at its defaults (run_worker tunes it)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="profile, and print the N top functions")
     args = parser.parse_args()
@@ -49,6 +51,8 @@ def main() -> None:
             inbox.receive(hub.engine, source="hub", channel="http",
                           content_type="application/json", body=body)
         batch = args.worker_batch or settings.worker_batch
+        if not args.no_gc_tuning:
+            tune_gc()  # as hub.worker.run_worker does in `hub worker` and `hub serve`
         profiler = cProfile.Profile() if args.profile else None
         began, cpu_began = time.perf_counter(), time.process_time()
         if profiler is not None:
@@ -69,7 +73,7 @@ def main() -> None:
                "seconds": round(seconds, 3), "readings_per_s": round(args.readings / seconds),
                "us_per_reading": round(seconds / args.readings * 1e6, 1),
                "cpu_us_per_reading": round(cpu / args.readings * 1e6, 1),
-               "profiled": bool(profiler)}
+               "profiled": bool(profiler), "gc_tuned": not args.no_gc_tuning}
     print(f"{args.backend}: {figures['readings_per_s']} readings/s in the worker "
           f"({figures['us_per_reading']} µs per reading, {figures['cpu_us_per_reading']} µs of "
           f"this process's CPU{', profiled' if profiler else ''})")
