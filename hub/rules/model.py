@@ -219,6 +219,8 @@ class BaselineRule(RuleBase):
     recent: int = Field(2, ge=1, le=10, description="sustained: mean of the last n samples")
     k: float = Field(3.0, gt=0, description="robust SDs of that mean")
     min_delta: float = Field(gt=0, description="never fire on a smaller deviation (unit)")
+    jump: float | None = Field(None, gt=0, description="one sample this far from the median "
+                                                      "fires at once (unit)")
     min_sd: float = Field(gt=0, description="floor of the robust SD (unit)")
     direction: Literal["up", "down", "both"] = "both"
     accept_after: Duration = Field(7 * 86400.0, description="an active Flag this old lets the "

@@ -46,15 +46,26 @@ def test_no_firing_during_warm_up(session) -> None:  # type: ignore[no-untyped-d
 def test_sustained_rise_fires_with_the_baseline_named(session) -> None:  # type: ignore[no-untyped-def]
     run = session("sbp-baseline")
     run.post(steady(14))
-    run.post([bp(14 * 24, 157), bp(14 * 24 + 12, 160)])
+    run.post([bp(14 * 24, 151)])
+    assert of(run.outputs(), "Flag") == []  # one measurement 23 above: not sustained yet
+    run.post([bp(14 * 24 + 12, 153)])
     (flag,) = of(run.outputs(), "Flag")
     text = summary_of(flag)
-    assert "above this patient's baseline 128" in text and "158.5 mm[Hg]" in text
+    assert "mean of the last 2 measurements 152 mm[Hg]" in text
+    assert "above this patient's baseline 128" in text
     rule = next(e for e in flag["extension"] if e["url"] == "urn:iomt-fhir-hub:rule")
     baseline = [p for p in rule["extension"] if p["url"] == "baseline"]
     assert baseline[0]["extension"][1]["valueQuantity"]["value"] == 128
     method = next(p["valueString"] for p in rule["extension"] if p["url"] == "method")
     assert "median and MAD of 28 samples" in method
+
+
+def test_a_large_step_fires_on_one_measurement(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post(steady(14))
+    run.post([bp(14 * 24, 160)])  # 32 above the median: past the 30 mm Hg jump limit
+    (flag,) = of(run.outputs(), "Flag")
+    assert "the latest measurement (a step past the rule's jump limit) 160" in summary_of(flag)
 
 
 def test_a_session_of_repeat_readings_is_one_sample(session) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,8 @@
 - **Sustained deviation**: the mean of the last ``recent`` samples differs from the median by at
   least max(``min_delta``, ``k`` x SD / √recent), in the rule's ``direction``, and every one of
   those samples is at least half that limit out on the same side (one spike cannot carry it).
+  Optionally (``jump``) a single sample at least max(``jump``, ``k`` x SD) out fires at once:
+  a step that large needs no confirmation to deserve a look.
 - **Adapts slowly, ignores what it flags**: a held/implausible reading never reaches a rule; a
   session that deviates by max(``min_delta``, ``k`` x SD) or that fired is *not* admitted, so an
   excursion cannot drag the baseline towards itself. Once a Flag has been active for
@@ -92,9 +94,11 @@ class Baseline(Kind):
         current = sess[1] / sess[2]
         single_limit = max(rule.min_delta, rule.k * sd)
         st["dev"] = abs(current - med) >= single_limit
-        recent = st.get("recent", [])[-(rule.recent - 1):] if rule.recent > 1 else []
+        # one measurement this far out needs no second one
+        jumped = rule.jump is not None and abs(current - med) >= max(rule.jump, single_limit)
+        recent = [] if jumped or rule.recent == 1 else st.get("recent", [])[-(rule.recent - 1):]
         means = [m for _, m, _ in recent] + [current]
-        if len(means) < rule.recent:
+        if not jumped and len(means) < rule.recent:
             return
         limit = max(rule.min_delta, rule.k * sd / sqrt(len(means)))
         delta = sum(means) / len(means) - med
@@ -124,7 +128,9 @@ class Baseline(Kind):
                   f"{rule.window / 86400:g} d); robust SD = max({rule.min_sd:g}, 1.4826 x MAD "
                   f"{stats[1]:.1f}) = {sd:.1f}; limit = max({rule.min_delta:g}, {rule.k:g} x SD"
                   f" / sqrt({len(means)})) = {limit:.1f} {unit or ''}".rstrip())
-        summary = (f"{title}: mean of the last {len(means)} measurements {fmt(mean, unit)} is "
+        what = f"mean of the last {len(means)} measurements" if len(means) > 1 else \
+            "the latest measurement (a step past the rule's jump limit)"
+        summary = (f"{title}: {what} {fmt(mean, unit)} is "
                    f"{fmt(abs(delta), unit)} {word} this patient's baseline "
                    f"{fmt(stats[0], unit)} (limit {fmt(limit, unit)}), latest at {when(t)}. "
                    f"Rule {rule.id} v{ctx.version}.")
