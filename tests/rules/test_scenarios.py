@@ -79,3 +79,51 @@ def test_every_output_of_every_scenario_is_valid_r4() -> None:
             kinds.add(resource["resourceType"])
         session.close()
     assert kinds >= {"Flag", "Communication", "Observation"}
+
+
+def test_hub_rules_lint_and_test_commands(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hub.cli.rules import app
+
+    folder = REPO / "mappings" / "rules"
+    linted = CliRunner().invoke(app, ["lint", str(folder)])
+    assert linted.exit_code == 0 and linted.output.startswith("ok:"), linted.output
+    tested = CliRunner().invoke(app, ["test", str(folder)])
+    assert tested.exit_code == 0, tested.output
+    assert f"{len(SCENARIOS)} passed, 0 failed" in tested.output
+    broken = tmp_path / "rules"
+    broken.mkdir()
+    (broken / "a.yaml").write_text("version: 1\nrules: [{id: x, kind: nope}]\n",
+                                   encoding="utf-8")
+    failed = CliRunner().invoke(app, ["lint", str(broken)])
+    assert failed.exit_code == 1 and f"{broken}/a.yaml:2:" in failed.output
+
+
+def test_hub_rules_explain_command(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from hub.cli.rules import app
+    from hub.runtime import Hub
+    from hub.store import inbox
+    from hub.telemetry import Telemetry
+    from hub.worker import drain
+    from tests.conftest import make_settings
+
+    monkeypatch.setenv("HUB_DATABASE_URL", db_url)
+    monkeypatch.setenv("HUB_MAPPINGS_DIR", str(REPO / "mappings"))
+    hub = Hub.build(make_settings(db_url), Telemetry.disabled())
+    body = {"device": {"id": "ox"}, "patient": {"id": "explain-me"}, "readings": [
+        {"type": "oxygen-saturation", "time": "2026-11-20T08:00:00Z", "value": 87, "unit": "%"},
+        {"type": "oxygen-saturation", "time": "2026-11-20T09:00:00Z", "value": 86, "unit": "%"}]}
+    inbox.receive(hub.engine, source="hub", channel="http", content_type="application/json",
+                  body=orjson.dumps(body))
+    drain(hub.pipeline, hub.engine, 10)
+    hub.engine.dispose()
+    shown = CliRunner().invoke(app, ["explain", "explain-me"])
+    assert shown.exit_code == 0, shown.output
+    assert "Active flags: 1" in shown.output
+    assert "why: Low oxygen saturation: SpO2 86 % (below 90)" in shown.output
+    missing = CliRunner().invoke(app, ["explain", "nobody"])
+    assert missing.exit_code == 1
