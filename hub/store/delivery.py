@@ -113,9 +113,14 @@ def claim(
                 p.c.id < OUT.c.id, _is_open(p.c.status), p.c.next_attempt_at > now)
             .exists()
         )
+        # The content comes with the claim (a primary-key join per row): a separate
+        # ``(type, id) IN (...)`` read cost 8x the claim itself on SQLite.
         query = (
             select(OUT.c.id, OUT.c.res_type, OUT.c.res_id, OUT.c.version_id, OUT.c.order_key,
-                   OUT.c.attempts, OUT.c.created_at)
+                   OUT.c.attempts, OUT.c.created_at, R.c.content,
+                   R.c.version_id.label("current_version"), R.c.message_id)
+            .select_from(OUT.outerjoin(R, and_(R.c.res_type == OUT.c.res_type,
+                                               R.c.res_id == OUT.c.res_id)))
             .where(OUT.c.destination == destination, _is_open(OUT.c.status),
                    OUT.c.next_attempt_at <= now, ~waiting)
             .order_by(OUT.c.id)
@@ -145,23 +150,10 @@ def claim(
         for chunk in _chunks(ids, 900):
             conn.execute(update(OUT).where(OUT.c.id.in_(chunk)).values(
                 status=INFLIGHT, attempts=OUT.c.attempts + 1, next_attempt_at=lease))
-        keys = list({(r.res_type, r.res_id) for r in rows})
-        content: dict[tuple[str, str], Any] = {}
-        for chunk in _chunks(keys, 400):
-            for c in conn.execute(select(R.c.res_type, R.c.res_id, R.c.content, R.c.version_id,
-                                         R.c.message_id)
-                                  .where(tuple_(R.c.res_type, R.c.res_id).in_(chunk))):
-                content[(c.res_type, c.res_id)] = c
-    out = []
-    for r in rows:
-        found = content.get((r.res_type, r.res_id))
-        out.append(Claimed(
-            r.id, r.res_type, r.res_id, r.version_id, r.order_key, r.attempts + 1,
-            as_utc(r.created_at) or now,
-            orjson.loads(found.content) if found is not None else None,
-            found.version_id if found is not None else None,
-            found.message_id if found is not None else None))
-    return out
+    return [Claimed(r.id, r.res_type, r.res_id, r.version_id, r.order_key, r.attempts + 1,
+                    as_utc(r.created_at) or now,
+                    orjson.loads(r.content) if r.content is not None else None,
+                    r.current_version, r.message_id) for r in rows]
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -182,12 +174,18 @@ def finish(engine: Engine, destination: str, results: Sequence[Result]) -> int:
     with write_tx(engine) as conn:
         fence = and_(OUT.c.id == bindparam("b_id"), OUT.c.attempts == bindparam("b_att"),
                      OUT.c.status == INFLIGHT)
-        delivered = [{"b_id": r.item.id, "b_att": r.item.attempts} for r in results
-                     if r.status == DELIVERED]
-        if delivered:
-            stmt = update(OUT).where(fence).values(status=DELIVERED, delivered_at=now,
-                                                   last_error=None)
-            applied += _rowcount(conn.execute(stmt, delivered))
+        # Delivered rows, grouped by their fencing value: one ``id IN`` statement per group
+        # (almost always one) instead of a statement per row.
+        by_attempts: dict[int, list[int]] = {}
+        for r in results:
+            if r.status == DELIVERED:
+                by_attempts.setdefault(r.item.attempts, []).append(r.item.id)
+        for attempts, ids in by_attempts.items():
+            for chunk in _chunks(ids, 900):
+                stmt = update(OUT).where(OUT.c.id.in_(chunk), OUT.c.attempts == attempts,
+                                         OUT.c.status == INFLIGHT)
+                applied += _rowcount(conn.execute(stmt.values(
+                    status=DELIVERED, delivered_at=now, last_error=None)))
         others = [r for r in results if r.status != DELIVERED]
         if others:
             stmt = update(OUT).where(fence).values(
