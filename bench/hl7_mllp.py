@@ -11,7 +11,10 @@ real hub in subprocesses: ``hub mllp`` plus one ``hub worker`` (``--topology spl
 default: one core each on 2 cores) or ``hub mllp --worker`` (``inline``). ``--connections``
 senders each send their share over one connection, waiting for every ACK (MLLP is synchronous).
 The clock runs from the first frame until the database holds every Observation (polled); the
-ACK-only rate is reported too. Every ACK must be AA and every message ``processed``.
+ACK rate is reported too. ``--topology phases`` separates the two halves: ``hub mllp`` alone
+until every ACK (the listener's own rate, no worker competing for SQLite's write lock), then
+``hub worker`` alone until every Observation (the pipeline's rate). Every ACK must be AA and
+every message ``processed``.
 
 Baselines, measured in this same run on the same bytes (single process, parse only, no I/O):
 hl7apy ``parse_message`` and python-hl7 ``hl7.parse`` (bench/hl7_parse.py), the hub's tokenizer.
@@ -34,6 +37,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -71,11 +75,13 @@ def hub_processes(url: str, port: int, topology: str) -> Iterator[None]:
     commands = [mllp + (["--worker"] if topology == "inline" else [])]
     if topology == "split":
         commands.append([sys.executable, "-m", "hub", "worker"])
+    if topology == "worker":
+        commands = [[sys.executable, "-m", "hub", "worker"]]
     procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for c in commands]
     try:
         deadline = time.monotonic() + 30
-        while True:
+        while topology != "worker":
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
@@ -108,6 +114,16 @@ async def send_all(port: int, payloads: list[bytes], connections: int) -> list[b
     return [a for r in results for a in r]
 
 
+def wait_stored(engine: Any, want: int) -> None:
+    while True:
+        with engine.connect() as conn:
+            stored = conn.execute(text(
+                "select count(*) from resource where res_type = 'Observation'")).scalar()
+        if stored is not None and stored >= want:
+            return
+        time.sleep(0.05)
+
+
 def run(count: int, connections: int, topology: str) -> dict[str, float]:
     payloads = messages(count)
     with tempfile.TemporaryDirectory(prefix="hub-bench-hl7-") as scratch:
@@ -115,36 +131,40 @@ def run(count: int, connections: int, topology: str) -> dict[str, float]:
         upgrade(url)
         port = free_port()
         engine = make_engine(url)
-        with hub_processes(url, port, topology):
+        listener = "mllp-only" if topology == "phases" else topology
+        with hub_processes(url, port, listener):
             start = time.perf_counter()
             acks = asyncio.run(send_all(port, payloads, connections))
             acked = time.perf_counter()
             if any(b"MSA|AA|" not in a for a in acks):
                 raise SystemExit("a message was not answered AA")
-            want = 2 * count
-            while True:
-                with engine.connect() as conn:
-                    stored = conn.execute(text(
-                        "select count(*) from resource where res_type = 'Observation'")).scalar()
-                if stored is not None and stored >= want:
-                    break
-                time.sleep(0.05)
+            if topology != "phases":
+                wait_stored(engine, 2 * count)
             done = time.perf_counter()
-            with engine.connect() as conn:
-                statuses = dict(conn.execute(text(
-                    "select status, count(*) from inbound_message group by status")).all())
+        if topology == "phases":
+            with hub_processes(url, port, "worker"):
+                drain_start = time.perf_counter()
+                wait_stored(engine, 2 * count)
+                done = time.perf_counter()
+        with engine.connect() as conn:
+            statuses: dict[str, int] = dict(conn.execute(text(
+                "select status, count(*) from inbound_message group by status")).all())
         engine.dispose()
     if statuses != {"processed": count}:
         raise SystemExit(f"unexpected inbox statuses: {statuses}")
+    if topology == "phases":
+        return {"ack_msg_per_s": count / (acked - start),
+                "worker_msg_per_s": count / (done - drain_start),
+                "end_to_end_msg_per_s": count / (acked - start + done - drain_start)}
     return {"ack_msg_per_s": count / (acked - start),
-            "end_to_end_msg_per_s": count / (done - start), "seconds": done - start}
+            "end_to_end_msg_per_s": count / (done - start)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--topology", choices=["split", "inline"], default="split")
+    parser.add_argument("--topology", choices=["split", "inline", "phases"], default="split")
     args = parser.parse_args()
     figures = run(args.messages, args.connections, args.topology)
     data = pcd01_oru()
@@ -155,6 +175,8 @@ def main() -> None:
     print(f"PCD-01 ORU, 6 OBX, {len(data)} bytes; {args.messages} messages over "
           f"{args.connections} MLLP connections; SQLite synchronous=FULL; {args.topology}")
     print(f"  ACKed (durable):          {figures['ack_msg_per_s']:10,.0f} msg/s")
+    if "worker_msg_per_s" in figures:
+        print(f"  worker alone:             {figures['worker_msg_per_s']:10,.0f} msg/s")
     print(f"  end to end (Observations): {e2e:9,.0f} msg/s  ({2 * e2e:,.0f} Observations/s)")
     for name, label in (("hl7apy_parse_us", "hl7apy 1.3.5 parse only"),
                         ("python_hl7_parse_us", "python-hl7 0.4.5 parse only"),
@@ -166,6 +188,8 @@ def main() -> None:
         "message_bytes": len(data), "obx_per_message": 6,
         "ack_msg_per_s": round(figures["ack_msg_per_s"]),
         "end_to_end_msg_per_s": round(e2e),
+        **({"worker_msg_per_s": round(figures["worker_msg_per_s"])}
+           if "worker_msg_per_s" in figures else {}),
         "hl7apy_parse_msg_per_s": round(hl7apy_rate),
         "python_hl7_parse_msg_per_s": round(1e6 / parse["python_hl7_parse_us"]),
         "hub_tokenizer_msg_per_s": round(1e6 / parse["hub_tokenizer_us"]),
