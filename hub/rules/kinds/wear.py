@@ -164,10 +164,15 @@ class DaysWithData(Kind):
         start = st.get("start")
         if start is None or st.get("idle"):
             return None
+        check_day = max(st.get("check_day", start), start)
+        memo = st.get("due_memo")  # [start, check day, due]: asked once per message
+        if memo is not None and memo[0] == start and memo[1] == check_day:
+            return float(memo[2])
         end = day_start(start + rule.period_days, rule.timezone)
         # daily: reachability is checked even (especially) when no data arrives
-        check = day_start(max(st.get("check_day", start), start) + 1, rule.timezone)
-        return min(end, check)
+        due = min(end, day_start(check_day + 1, rule.timezone))
+        st["due_memo"] = [start, check_day, due]
+        return due
 
     def _observation(self, ctx: Ctx, rule: DaysWithDataRule, start: int, count: int, *,
                      final: bool) -> dict[str, Any]:
