@@ -21,6 +21,7 @@ from hub.errors import ErrorLocation, MappingError
 from hub.fhir.ids import registry_id, stable_id
 from hub.mappings import golden, jsonschema
 from hub.mappings.catalogue import MappingSet, load_mapping_set
+from hub.mappings.hl7v2.tables import hl7v2_file_model
 from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
 from hub.mappings.yamlfile import load_model
 from hub.normalize.observation import Lineage, build_observation
@@ -85,6 +86,8 @@ def _lint_file(path: Path) -> list[ErrorLocation]:
             load_model(path, golden.GoldenFile)
         elif path.parent.name == "types" or "types" in path.parts:
             load_model(path, TypeCatalogue)
+        elif path.parent.name == "hl7v2":  # MDC table, settings or a sender's local codes
+            load_model(path, hl7v2_file_model(path))
         else:
             load_model(path, DeviceMapping)
     except MappingError as exc:

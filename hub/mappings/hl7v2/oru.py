@@ -9,7 +9,7 @@ Walks OBR groups and their OBX rows in message order:
   codes through ``mdc.yaml``, the sender's local codes through its sender map, LOINC codes of a
   catalogue type directly; any other code is kept as sent, its value typed by OBX-2.
 - **Device identity** of a reading: the EUI-64 in its own OBX-18, else its MDS row's, else the
-  gateway's (MSH-3 or OBR-3 naming an EUI-64), else the sending system (MSH-3/MSH-4), which is
+  gateway's (MSH-3 naming an EUI-64), else the sending system (MSH-3/MSH-4), which is
   then not written as the Observation's device.
 - **Effective time**: OBX-14, else the nearest containment ancestor's OBX-14, else OBR-7, else
   MSH-7; times without an offset are read at MSH-7's offset, else the default time zone.
@@ -24,11 +24,7 @@ message) and the rest of the message still converts.
 
 from __future__ import annotations
 
-import re
-from contextlib import suppress
-from dataclasses import dataclass, field
-from functools import lru_cache
-from datetime import tzinfo
+from dataclasses import dataclass
 from typing import Any
 
 from hub.contracts import (
@@ -43,29 +39,41 @@ from hub.contracts import (
     ReferenceRange,
 )
 from hub.errors import DataError
-from hub.fhir.ids import registry_id, stable_id
-from hub.hl7v2 import EncodingChars, Message, Segment
+from hub.hl7v2 import Message, Segment
 from hub.mappings.hl7v2.codes import (
     INTERPRETATION,
     INTERPRETATION_CODES,
     LOINC,
-    MDC,
     RESULT_STATUS,
     UCUM,
     UNKNOWN_STATUS,
     local_system,
-    system_uri,
+)
+from hub.mappings.hl7v2.containment import (
+    HL7V2_REF,
+    Context,
+    Row,
+    codings_of,
+    components,
+    device_id,
+    device_tree,
+    identified,
+    mds_identity,
+    nth,
+    read_rows,
+    row_time,
+    target_of,
+    where,
 )
 from hub.mappings.hl7v2.identifiers import (
-    EUI64_SYSTEM,
     equipment,
     facility_system,
     hd_eui64,
     patient_identifier,
     sender_identifier,
 )
-from hub.mappings.hl7v2.tables import CompiledSender, Hl7v2Maps, Target
-from hub.mappings.hl7v2.times import Hl7Time, offset_zone, parse_dtm
+from hub.mappings.hl7v2.tables import CompiledSender, Hl7v2Maps
+from hub.mappings.hl7v2.times import offset_zone, parse_dtm
 from hub.mappings.hl7v2.values import (
     SUPPORTED,
     Unsupported,
@@ -74,41 +82,6 @@ from hub.mappings.hl7v2.values import (
     observed_value,
     reference_range,
 )
-
-_PATH = re.compile(r"\d+(?:\.\d+)*\Z")
-_SYSID_TYPE = {"coding": [{"system": "http://hl7.org/fhir/uv/phd/CodeSystem/"
-                                     "ContinuaDeviceIdentifiers",
-                           "code": "SYSID", "display": "IEEE 11073 System Identifier"}]}
-HL7V2_REF = "hl7v2@v1"
-
-
-@dataclass(slots=True)
-class _Row:
-    seg: Segment
-    index: int  # 1-based among the message's OBX segments
-    group: int  # OBR group (0: OBX before any OBR)
-    obr_time: Hl7Time | None
-    path: tuple[int, ...] | None
-    device_row: bool  # a containment row: no value type, no value, MDS[.VMD[.CHAN]]
-    notes: list[str] = field(default_factory=list)
-    codings: tuple[Code, ...] | None = None  # OBX-3, read once
-
-
-@dataclass(slots=True)
-class _Context:
-    maps: Hl7v2Maps
-    sender: CompiledSender | None
-    local: str
-    zone: tzinfo
-    msh_time: Hl7Time | None
-    patient: Identifier | None
-    gateway: Identifier | None
-    sender_ident: Identifier
-    component_sep: str
-    encoding: EncodingChars
-    prefix: str
-    times: dict[tuple[int, tuple[int, ...]], Hl7Time | None] = field(default_factory=dict)
-    mds_equipment: dict[tuple[int, int], Identifier] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -136,14 +109,14 @@ def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
     local = (sender.code_system if sender and sender.code_system
              else local_system(facility, application))
     reps = msh.repetitions(3)
-    ctx = _Context(maps, sender, local, zone, msh_time, _patient(msg, maps, prefix, out),
+    ctx = Context(maps, sender, local, zone, msh_time, _patient(msg, maps, prefix, out),
                    hd_eui64(reps[0] if reps else None), sender_identifier(application, facility),
                    msg.encoding.component, msg.encoding, prefix)
-    rows = _rows(msg, ctx, out)
+    rows = read_rows(msg, ctx, out)
     if not rows:
         raise DataError("the ORU^R01 holds no OBX segment", location=f"{prefix}OBX")
     devices: dict[str, dict[str, Any]] = {}
-    _device_tree(rows, ctx, devices)
+    device_tree(rows, ctx, devices)
     slots: list[Measurement | None] = []
     parts: dict[tuple[Any, ...], list[_Part]] = {}
     for row in rows:
@@ -175,181 +148,10 @@ def _patient(msg: Message, maps: Hl7v2Maps, prefix: str, out: Extraction) -> Ide
     return found[0][0]
 
 
-def _rows(msg: Message, ctx: _Context, out: Extraction) -> list[_Row]:
-    rows: list[_Row] = []
-    group, obr_time = 0, None
-    last: _Row | None = None
-    for seg in msg.segments:
-        name = seg.name
-        if name == "OBR":
-            group += 1
-            last = None
-            try:
-                obr_time = parse_dtm(seg.component(7, 1), ctx.zone)
-            except ValueError:
-                out.errors.append(DataError("OBR-7 is not a valid date/time",
-                                            location=f"{ctx.prefix}OBR[{group}]-7"))
-                obr_time = None
-        elif name == "OBX":
-            sub = seg.field(4).strip()
-            path = tuple(int(p) for p in sub.split(".")) if _PATH.match(sub) else None
-            device_row = (path is not None and len(path) <= 3 and not seg.field(2).strip()
-                          and not seg.raw(5).strip())
-            last = _Row(seg, len(rows) + 1, group, obr_time, path, device_row)
-            rows.append(last)
-        elif name == "NTE" and last is not None:
-            text = "\n".join(r.text for r in seg.repetitions(3)).strip()
-            if text and text != '""':
-                last.notes.append(text)
-        elif name != "NTE":
-            last = None
-    return rows
-
-
-def _where(ctx: _Context, row: _Row, n: int | None = None) -> str:
-    return f"{ctx.prefix}OBX[{row.index}]" + (f"-{n}" if n is not None else "")
-
-
-def _row_time(row: _Row, ctx: _Context) -> Hl7Time | None:
-    key = (row.group, row.path or (-row.index,))
-    if key in ctx.times:
-        return ctx.times[key]
-    try:
-        own = parse_dtm(row.seg.component(14, 1), ctx.zone)
-    except ValueError:
-        raise DataError("OBX-14 is not a valid date/time", location=_where(ctx, row, 14)) from None
-    if own is None and row.path is not None:
-        for depth in range(len(row.path) - 1, 0, -1):
-            inherited = ctx.times.get((row.group, row.path[:depth]))
-            if inherited is not None:
-                own = inherited
-                break
-    ctx.times[key] = own
-    return own
-
-
-def _device_tree(rows: list[_Row], ctx: _Context, devices: dict[str, dict[str, Any]]) -> None:
-    """MDS equipment per (group, MDS), and a Device per containment row."""
-    for row in rows:
-        if row.path is None:
-            continue
-        for rep in row.seg.repetitions(18):
-            found = equipment(rep)
-            if found is not None:
-                ctx.mds_equipment.setdefault((row.group, row.path[0]), found)
-                ctx.mds_equipment.setdefault((0, row.path[0]), found)
-                break
-        if row.device_row:
-            with suppress(DataError):  # a bad device-row time only loses the inheritance
-                _row_time(row, ctx)  # channel times are inherited by their metrics
-    for row in rows:
-        if not row.device_row or row.path is None or row.path[-1] == 0:
-            continue
-        mds = _mds_identity(row, ctx)
-        code = _codings(row, ctx)
-        device: dict[str, Any] = {"resourceType": "Device"}
-        if len(row.path) == 1:
-            device.update(_identified(mds))
-        else:
-            parent_path = tuple(p for p in row.path[:-1])
-            while parent_path and parent_path[-1] == 0:
-                parent_path = parent_path[:-1]
-            parent = (_device_id(mds) if len(parent_path) <= 1
-                      else _part_id(mds, parent_path))
-            device["id"] = _part_id(mds, row.path)
-            device["parent"] = {"reference": f"Device/{parent}"}
-        if code:
-            device["type"] = _concept_json(Concept(code))
-        existing = devices.get(device["id"])
-        if existing is None or "type" not in existing:
-            devices[device["id"]] = device
-        if len(row.path) > 1 and _device_id(mds) not in devices:
-            devices[_device_id(mds)] = {"resourceType": "Device", **_identified(mds)}
-
-
-@lru_cache(maxsize=4096)
-def _device_id(ident: Identifier) -> str:
-    return registry_id("Device", ident)
-
-
-@lru_cache(maxsize=4096)
-def _part_id(mds: Identifier, path: tuple[int, ...]) -> str:
-    return stable_id("Device", mds.token(), ".".join(str(p) for p in path))
-
-
-def _identified(ident: Identifier) -> dict[str, Any]:
-    entry: dict[str, Any] = {"system": ident.system, "value": ident.value}
-    if ident.system == EUI64_SYSTEM:
-        entry = {"type": _SYSID_TYPE, **entry}
-    return {"id": _device_id(ident), "identifier": [entry]}
-
-
-def _mds_identity(row: _Row, ctx: _Context) -> Identifier:
-    if row.path is not None:
-        for key in ((row.group, row.path[0]), (0, row.path[0])):
-            if key in ctx.mds_equipment:
-                return ctx.mds_equipment[key]
-    return ctx.gateway or ctx.sender_ident
-
-
-def _components(seg: Segment, n: int, ctx: _Context) -> list[str]:
-    """Components of field ``n`` (first repetition, first subcomponents), each read once.
-
-    The hot path reads OBX-3 and OBX-6 components several times; one split instead of one
-    accessor call per component. A field with an escape sequence takes the accessor's path.
-    """
-    raw = seg.raw(n)
-    if not raw:
-        return []
-    enc = ctx.encoding
-    if enc.escape in raw:
-        count = raw.split(enc.repetition, 1)[0].count(enc.component) + 1
-        return [seg.component(n, m) for m in range(1, count + 1)]
-    first = raw.split(enc.repetition, 1)[0]
-    return [part.split(enc.subcomponent, 1)[0] for part in first.split(enc.component)]
-
-
-def _nth(parts: list[str], m: int) -> str:
-    return parts[m - 1].strip() if m <= len(parts) else ""
-
-
-def _codings(row: _Row, ctx: _Context) -> tuple[Code, ...]:
-    if row.codings is not None:
-        return row.codings
-    parts = _components(row.seg, 3, ctx)
-    out: list[Code] = []
-    for first in (1, 4):
-        code = _nth(parts, first)
-        if code:
-            system = system_uri(_nth(parts, first + 2), ctx.local)
-            display = _nth(parts, first + 1) or None
-            if display is None and system == MDC and (known := ctx.maps.mdc.get(code)):
-                display = known.display
-            out.append(Code(system, code, display))
-    row.codings = tuple(out)
-    return row.codings
-
-
-def _target(codings: tuple[Code, ...], ctx: _Context) -> Target | None:
-    for coding in codings:
-        if coding.system == MDC:
-            found = ctx.maps.mdc.get(coding.code)
-        elif coding.system == LOINC:
-            name = ctx.maps.loinc_types.get(coding.code)
-            found = Target(type=name, mapping=HL7V2_REF) if name else None
-        elif ctx.sender is not None and coding.system == ctx.local:
-            found = ctx.sender.codes.get(coding.code)
-        else:
-            found = None
-        if found is not None:
-            return found
-    return None
-
-
-def _unit(seg: Segment, ctx: _Context) -> tuple[str | None, str | None]:
+def _unit(seg: Segment, ctx: Context) -> tuple[str | None, str | None]:
     """OBX-6 → (UCUM code if known, the sender's unit text otherwise)."""
-    parts = _components(seg, 6, ctx)
-    code, text, system = _nth(parts, 1), _nth(parts, 2), _nth(parts, 3).upper()
+    parts = components(seg, 6, ctx)
+    code, text, system = nth(parts, 1), nth(parts, 2), nth(parts, 3).upper()
     if not code and not text:
         return None, None
     if system == "MDC":
@@ -362,45 +164,45 @@ def _unit(seg: Segment, ctx: _Context) -> tuple[str | None, str | None]:
     return None, code or text
 
 
-def _metric(row: _Row, ctx: _Context, slots: list[Measurement | None],
+def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
             parts: dict[tuple[Any, ...], list[_Part]], devices: dict[str, dict[str, Any]]
             ) -> None:
     seg = row.seg
-    codings = _codings(row, ctx)
+    codings = codings_of(row, ctx)
     if not codings:
-        raise DataError("OBX-3 observation identifier is missing", location=_where(ctx, row, 3))
+        raise DataError("OBX-3 observation identifier is missing", location=where(ctx, row, 3))
     value_type = seg.field(2).strip().upper()
     if not value_type and seg.raw(5).strip():
         value_type = "CWE" if ctx.component_sep in seg.raw(5) else "ST"
     if value_type and value_type not in SUPPORTED:
         raise DataError(f"OBX-2 value type {value_type[:8]} is not converted "
                         "(supported: NM SN ST TX FT CWE CE CNE DTM DT TS NA MA)",
-                        location=_where(ctx, row, 2))
+                        location=where(ctx, row, 2))
     ucum, unit_text = _unit(seg, ctx)
     zone = ctx.zone
     try:
         value = observed_value(seg, value_type, ucum, unit_text, zone, ctx.local,
                                ctx.component_sep)
     except Unsupported as exc:
-        raise DataError(str(exc), location=_where(ctx, row, 5)) from None
+        raise DataError(str(exc), location=where(ctx, row, 5)) from None
     except ValueError:
         raise DataError(f"OBX-5 is not a valid {value_type} value",
-                        location=_where(ctx, row, 5)) from None
+                        location=where(ctx, row, 5)) from None
     status, absent = RESULT_STATUS.get(seg.field(11).strip().upper(), UNKNOWN_STATUS)
-    when = _row_time(row, ctx) or row.obr_time or ctx.msh_time
+    when = row_time(row, ctx) or row.obr_time or ctx.msh_time
     if when is None:
         raise DataError("no time: OBX-14, OBR-7 and MSH-7 are all empty",
-                        location=_where(ctx, row, 14))
+                        location=where(ctx, row, 14))
     device = _equipment_of(row, ctx)
     is_equipment = device != ctx.sender_ident
     for ident in (device if is_equipment else None, ctx.gateway):
-        if ident is not None and _device_id(ident) not in devices:
-            devices[_device_id(ident)] = {"resourceType": "Device", **_identified(ident)}
-    target = _target(codings, ctx)
+        if ident is not None and device_id(ident) not in devices:
+            devices[device_id(ident)] = {"resourceType": "Device", **identified(ident)}
+    target = target_of(codings, ctx)
     raw = seg.raw  # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
     detail = ObservationDetail(
         codings=codings,
-        code_text=_nth(_components(seg, 3, ctx), 2) or None,
+        code_text=nth(components(seg, 3, ctx), 2) or None,
         absent_reason=absent if value is None else None,
         reference_range=_ranges(seg, ucum, unit_text) if raw(7) else (),
         interpretation=_interpretations(seg) if raw(8) else (),
@@ -413,14 +215,14 @@ def _metric(row: _Row, ctx: _Context, slots: list[Measurement | None],
     )
     m = Measurement(type="", time=when.when, device=device, values={}, patient=ctx.patient,
                     mapping=target.mapping if target else HL7V2_REF,
-                    location=_where(ctx, row), status=status, detail=detail)
+                    location=where(ctx, row), status=status, detail=detail)
     type_name = target.type if target is not None else None
     spec = ctx.maps.types.get(type_name) if type_name else None
     if type_name and spec is not None and spec.value in ("quantity", "integer"):
         quantity = _as_quantity(value, ucum, unit_text)
         if value is not None and quantity is None:
             raise DataError(f"OBX-5 is not a number, but its code maps to {type_name}",
-                            location=_where(ctx, row, 5))
+                            location=where(ctx, row, 5))
         m.type = type_name
         if quantity is not None:
             m.values = {spec.input: quantity.value}
@@ -465,14 +267,14 @@ def _as_quantity(value: ObservedValue | None, ucum: str | None, unit_text: str |
     return None
 
 
-def _equipment_of(row: _Row, ctx: _Context) -> Identifier:
+def _equipment_of(row: Row, ctx: Context) -> Identifier:
     if not row.seg.raw(18):
-        return _mds_identity(row, ctx)
+        return mds_identity(row, ctx)
     for rep in row.seg.repetitions(18):
         found = equipment(rep)
         if found is not None:
             return found
-    return _mds_identity(row, ctx)
+    return mds_identity(row, ctx)
 
 
 def _ranges(seg: Segment, ucum: str | None, unit_text: str | None
@@ -502,7 +304,7 @@ def _merged_concept(seg: Segment, n: int, local: str) -> Concept | None:
 
 
 def _group_panels(parts: dict[tuple[Any, ...], list[_Part]], slots: list[Measurement | None],
-                  rows: list[_Row], ctx: _Context) -> None:
+                  rows: list[Row], ctx: Context) -> None:
     for key, found in parts.items():
         panel_type = key[3]
         spec = ctx.maps.types[panel_type]
@@ -527,29 +329,18 @@ def _group_panels(parts: dict[tuple[Any, ...], list[_Part]], slots: list[Measure
             slots[part.slot] = None
 
 
-def _panel_codings(key: tuple[Any, ...], rows: list[_Row], ctx: _Context, panel_type: str
+def _panel_codings(key: tuple[Any, ...], rows: list[Row], ctx: Context, panel_type: str
                    ) -> tuple[Code, ...]:
     group, channel = key[0], key[1]
     if channel is None:
         return ()
     for row in rows:
         if row.device_row and row.group == group and row.path == channel:
-            codings = _codings(row, ctx)
-            target = _target(codings, ctx)
+            codings = codings_of(row, ctx)
+            target = target_of(codings, ctx)
             if target is not None and target.names_panel == panel_type:
                 return codings
     return ()
-
-
-def _concept_json(value: Concept) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if value.codings:
-        out["coding"] = [{k: v for k, v in (("system", c.system), ("code", c.code),
-                                            ("display", c.display)) if v is not None}
-                         for c in value.codings]
-    if value.text:
-        out["text"] = value.text
-    return out
 
 
 __all__ = ["UCUM", "extract_oru"]

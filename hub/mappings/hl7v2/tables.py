@@ -132,6 +132,15 @@ def _loinc_types(types: dict[str, TypeSpec]) -> dict[str, str]:
     return out
 
 
+def hl7v2_file_model(path: Path) -> type[MdcTable] | type[EngineSettings] | type[SenderMap]:
+    """Which model a file under ``mappings/hl7v2/`` is, by its name (for ``hub mappings lint``)."""
+    if path.name == MDC_FILE:
+        return MdcTable
+    if path.name == SETTINGS_FILE:
+        return EngineSettings
+    return SenderMap
+
+
 def load_hl7v2_maps(folder: Path, types: dict[str, TypeSpec], default_tz: tzinfo,
                     root: Path) -> tuple[Hl7v2Maps | None, list[ErrorLocation], list[str]]:
     """Load the folder; returns (maps or None when the folder is absent, problems, files)."""
