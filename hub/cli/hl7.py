@@ -39,10 +39,8 @@ def validate_message(data: bytes) -> tuple[list[str], list[str]]:
     try:
         msg = parse_message(text.strip("\r") + "\r", find_groups=True,
                             validation_level=VALIDATION_LEVEL.TOLERANT)
-    except HL7apyException as exc:
-        return [f"cannot parse: {type(exc).__name__}: {_clean(str(exc))}"], []
-    except Exception as exc:  # hl7apy raises plain errors on some malformed input
-        return [f"cannot parse: {type(exc).__name__}"], []
+    except Exception as exc:  # hl7apy's parse errors may quote the offending value: name only
+        return [f"cannot parse ({type(exc).__name__})"], []
     with tempfile.TemporaryDirectory(prefix="hub-hl7-") as scratch:
         report = Path(scratch) / "report.txt"
         try:

@@ -44,6 +44,12 @@ _SYSTEMS = {
 }
 
 
+def safe_code(text: str) -> str:
+    """A table code fit to quote in an error (1-4 upper-case letters/digits), else a stand-in:
+    reasons never carry message content, and a code field may hold anything."""
+    return text if text and len(text) <= 4 and text.isalnum() and text.isupper() else "(unlisted)"
+
+
 def system_uri(name: str, local_system: str) -> str:
     """The FHIR system URI for a v2 coding-system name (see module docstring)."""
     key = name.strip()

@@ -16,6 +16,7 @@ from hub.contracts import Extraction
 from hub.errors import DataError, UnknownSourceError
 from hub.hl7v2 import Message
 from hub.mappings.hl7v2.adt import MERGE_EVENTS, UPSERT_EVENTS, extract_adt
+from hub.mappings.hl7v2.codes import safe_code
 from hub.mappings.hl7v2.oru import extract_oru
 from hub.mappings.hl7v2.tables import CompiledSender, Hl7v2Maps
 
@@ -50,10 +51,10 @@ def _one(msg: Message, maps: Hl7v2Maps, forced: CompiledSender | None, out: Extr
          prefix: str) -> None:
     kind, event = msg.message_type.strip().upper(), msg.trigger_event.strip().upper()
     if kind not in SUPPORTED:
-        raise DataError(f"unsupported message type {kind[:8] or 'empty'} (this hub takes ORU^R01 "
+        raise DataError(f"unsupported message type {safe_code(kind)} (this hub takes ORU^R01 "
                         "and ADT^A01/A04/A08/A28/A31/A40)", location=f"{prefix}MSH-9")
     if event not in SUPPORTED[kind]:
-        raise DataError(f"unsupported event {kind}^{event[:8] or 'empty'} (this hub takes "
+        raise DataError(f"unsupported event {kind}^{safe_code(event)} (this hub takes "
                         "ORU^R01 and ADT^A01/A04/A08/A28/A31/A40)", location=f"{prefix}MSH-9")
     if kind == "ADT":
         extract_adt(msg, event, maps, out, prefix)

@@ -48,6 +48,7 @@ from hub.mappings.hl7v2.codes import (
     UCUM,
     UNKNOWN_STATUS,
     local_system,
+    safe_code,
 )
 from hub.mappings.hl7v2.containment import (
     HL7V2_REF,
@@ -175,7 +176,7 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
     if not value_type and seg.raw(5).strip():
         value_type = "CWE" if ctx.component_sep in seg.raw(5) else "ST"
     if value_type and value_type not in SUPPORTED:
-        raise DataError(f"OBX-2 value type {value_type[:8]} is not converted "
+        raise DataError(f"OBX-2 value type {safe_code(value_type)} is not converted "
                         "(supported: NM SN ST TX FT CWE CE CNE DTM DT TS NA MA)",
                         location=where(ctx, row, 2))
     ucum, unit_text = _unit(seg, ctx)
