@@ -108,7 +108,7 @@ class HubProcesses:
 
 
 @contextmanager
-def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None
+def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None, workers: int = 1
                 ) -> Iterator[HubProcesses]:
     port = free_port()
     env = {**os.environ, "HUB_DATABASE_URL": db_url, "HUB_SECRET_KEY": SECRET,
@@ -120,7 +120,8 @@ def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None
                           "--port", str(port)]}
     if topology == "split":
         commands["serve"].append("--no-worker")
-        commands["worker"] = [sys.executable, "-m", "hub", "worker"]
+        for n in range(1, workers + 1):
+            commands[f"worker-{n}"] = [sys.executable, "-m", "hub", "worker"]
     hub = HubProcesses(f"http://127.0.0.1:{port}")
     try:
         for name, argv in commands.items():
@@ -138,7 +139,7 @@ def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None
             except httpx.TransportError:
                 up = False
             # the clock must not run while a worker process is still importing
-            if up and (topology == "inline" or "worker started" in hub.logs[-1].read_text()):
+            if up and all("worker started" in log.read_text() for log in hub.logs[1:]):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("hub did not answer /health:\n" + hub.tail())
@@ -232,7 +233,8 @@ def run_backend(backend: str, args: argparse.Namespace, bodies: list[tuple[bytes
             fresh_database(backend, Path(tmp)) as url:
         engine = make_engine(url)
         key = api_keys.create(engine, SECRET, "bench", ["hub"])
-        with running_hub(url, args.topology, Path(tmp), args.worker_batch) as hub:
+        workers = args.pg_workers if backend == "postgres" else 1
+        with running_hub(url, args.topology, Path(tmp), args.worker_batch, workers) as hub:
             began = time.perf_counter()
             latencies, failures = post_all(hub.base_url, key, bodies, args.clients)
             acked = time.perf_counter()
@@ -294,6 +296,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="concurrent posting clients")
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--topology", choices=["split", "inline"], default="split")
+    parser.add_argument("--pg-workers", type=int, default=1,
+                        help="hub worker processes on PostgreSQL (split topology; SQLite: 1, "
+                             "its writers take turns)")
     parser.add_argument("--worker-batch", type=int, default=None,
                         help="HUB_WORKER_BATCH for the hub (default: the hub's own)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to drain")
@@ -305,7 +310,7 @@ def main() -> None:
           f"{args.clients} clients, topology {args.topology}, {os.cpu_count()} cores")
     result: dict[str, Any] = {"cores": os.cpu_count(), "readings": args.readings,
                               "batch": args.batch, "clients": args.clients,
-                              "topology": args.topology}
+                              "topology": args.topology, "pg_workers": args.pg_workers}
     contents: list[bytes] = []
     for backend in backends:
         figures, stored = run_backend(backend, args, bodies)
