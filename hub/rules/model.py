@@ -179,10 +179,13 @@ class Trigger(_Strict):
 
 
 class Escalation(_Strict):
-    """While the Flag is active, a reading beyond any of these limits raises its priority."""
+    """A reading beyond any of these limits raises the Flag's priority; with ``immediate``
+    (default) it also raises the Flag at once when none is active — persistence is for the
+    rule's base limits, not for a value this far out."""
 
     priority: Priority
     any: list[Trigger] = Field(min_length=1)
+    immediate: bool = True
 
 
 class ThresholdRule(RuleBase):

@@ -31,7 +31,7 @@ def test_one_flag_per_episode_with_evidence_priority_and_rule(session) -> None: 
         "display": "Medium priority"}
     rule = next(e for e in flag["extension"] if e["url"] == RULE_EXT)
     parts = {p["url"]: p for p in rule["extension"]}
-    assert parts["id"]["valueString"] == "spo2-low" and parts["version"]["valueString"] == "1"
+    assert parts["id"]["valueString"] == "spo2-low" and parts["version"]["valueString"] == "2"
     values = [p for p in rule["extension"] if p["url"] == "value"]
     assert [v["extension"][1]["valueQuantity"]["value"] for v in values] == [89, 88]
     # the hub Device (author) is written with the first outputs
@@ -117,3 +117,16 @@ def test_held_readings_never_move_a_rule(session) -> None:  # type: ignore[no-un
                "unit": "kg"}])
     stored = of(run.outputs(), "Flag")
     assert stored == []
+
+
+def test_an_escalation_limit_raises_at_once(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("spo2-low")
+    run.post([spo2(0, 83)])  # one reading below 85: no waiting for a second
+    (flag,) = of(run.outputs(), "Flag")
+    priority = next(e for e in flag["extension"] if e["url"] == FLAG_PRIORITY)
+    assert priority["valueCodeableConcept"]["coding"][0]["code"] == "PH"
+    waiting = session("spo2-low")
+    waiting.override("spo2-low", {"escalate": [{"priority": "high", "immediate": False,
+                                                "any": [{"measure": "spo2", "below": 85}]}]})
+    waiting.post([spo2(0, 83)])
+    assert of(waiting.outputs(), "Flag") == []

@@ -3,7 +3,8 @@
 A sample (one Observation) *fires* when any trigger's measure is beyond its limit; it *clears*
 when every trigger measure present is back beyond its ``clear_at`` (hysteresis); in between it
 does neither. ``consecutive`` firing samples, none more than ``max_gap`` after the previous one,
-raise the Flag at the highest priority any of them reached (``escalate`` levels). While the
+raise the Flag at the highest priority any of them reached (``escalate`` levels); a sample
+beyond an ``immediate`` escalation level raises it at once. While the
 Flag is active a firing sample can only raise its priority; a clearing sample starts the
 ``flag.resolve_after`` clock, any other sample stops it.
 
@@ -21,14 +22,15 @@ from hub.rules.outputs import PRIORITY_RANK, Finding
 from hub.rules.readings import Sample
 
 
-def _priority(rule: ThresholdRule, values: dict[str, Any]) -> str:
-    best = rule.flag.priority
+def _priority(rule: ThresholdRule, values: dict[str, Any]) -> tuple[str, bool]:
+    """The highest priority this sample reaches, and whether that level raises at once."""
+    best, immediate = rule.flag.priority, False
     for level in rule.escalate:
         if PRIORITY_RANK[level.priority] > PRIORITY_RANK[best] and any(
                 isinstance(values.get(t.measure), float) and t.fires(values[t.measure])
                 for t in level.any):
-            best = level.priority
-    return best
+            best, immediate = level.priority, level.immediate
+    return best, immediate
 
 
 def _finding(ctx: Ctx, rule: ThresholdRule, streak: dict[str, Any]) -> Finding:
@@ -76,7 +78,7 @@ class Threshold(Kind):
         streak = st.get("streak")
         if streak is None or (rule.max_gap is not None and s.t - streak["last"] > rule.max_gap):
             streak = {"n": 0, "prio": rule.flag.priority, "values": [], "refs": []}
-        prio = _priority(rule, s.values)
+        prio, immediate = _priority(rule, s.values)
         if PRIORITY_RANK[prio] > PRIORITY_RANK[streak["prio"]]:
             streak["prio"] = prio
         keep = rule.consecutive * len(rule.any)
@@ -88,7 +90,7 @@ class Threshold(Kind):
         st["streak"] = streak
         if ctx.active(st) is not None:
             ctx.fire(st, s.t, prio, _finding(ctx, rule, streak))
-        elif streak["n"] >= rule.consecutive:
+        elif streak["n"] >= rule.consecutive or immediate:
             ctx.fire(st, s.t, streak["prio"], _finding(ctx, rule, streak))
 
     def explain(self, ctx: Ctx, st: State) -> dict[str, Any]:
