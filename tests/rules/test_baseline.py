@@ -46,12 +46,12 @@ def test_no_firing_during_warm_up(session) -> None:  # type: ignore[no-untyped-d
 def test_sustained_rise_fires_with_the_baseline_named(session) -> None:  # type: ignore[no-untyped-def]
     run = session("sbp-baseline")
     run.post(steady(14))
-    run.post([bp(14 * 24, 151)])
-    assert of(run.outputs(), "Flag") == []  # one measurement 23 above: not sustained yet
-    run.post([bp(14 * 24 + 12, 153)])
+    run.post([bp(14 * 24, 148)])
+    assert of(run.outputs(), "Flag") == []  # one measurement 20 above: not sustained yet
+    run.post([bp(14 * 24 + 12, 150)])
     (flag,) = of(run.outputs(), "Flag")
     text = summary_of(flag)
-    assert "mean of the last 2 measurements 152 mm[Hg]" in text
+    assert "mean of the last 2 measurements 149 mm[Hg]" in text
     assert "above this patient's baseline 128" in text
     rule = next(e for e in flag["extension"] if e["url"] == "urn:iomt-fhir-hub:rule")
     baseline = [p for p in rule["extension"] if p["url"] == "baseline"]
@@ -63,7 +63,7 @@ def test_sustained_rise_fires_with_the_baseline_named(session) -> None:  # type:
 def test_a_large_step_fires_on_one_measurement(session) -> None:  # type: ignore[no-untyped-def]
     run = session("sbp-baseline")
     run.post(steady(14))
-    run.post([bp(14 * 24, 160)])  # 32 above the median: past the 30 mm Hg jump limit
+    run.post([bp(14 * 24, 160)])  # 32 above the median: past the 25 mm Hg jump limit
     (flag,) = of(run.outputs(), "Flag")
     assert "the latest measurement (a step past the rule's jump limit) 160" in summary_of(flag)
 
