@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.ingest import REPO, SECRET, fresh_database, make_bodies, observation_count
+from hub.rules import NoRules
 from hub.runtime import Hub
 from hub.settings import Settings
 from hub.store import inbox
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="readings per message")
     parser.add_argument("--worker-batch", type=int, default=None,
                         help="messages per worker transaction (default: the hub's)")
+    parser.add_argument("--no-rules", action="store_true",
+                        help="without the rules stage (to see what it costs)")
     parser.add_argument("--no-gc-tuning", action="store_true",
                         help="leave CPython's GC at its defaults (run_worker tunes it)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -47,6 +50,8 @@ def main() -> None:
         settings = Settings(database_url=url, env="test", secret_key=SECRET,
                             mappings_dir=REPO / "mappings", inline_worker=False)
         hub = Hub.build(settings, Telemetry.disabled())
+        if args.no_rules:
+            hub.pipeline.rules = NoRules()
         for body, _ in bodies:
             inbox.receive(hub.engine, source="hub", channel="http",
                           content_type="application/json", body=body)
@@ -73,7 +78,8 @@ def main() -> None:
                "seconds": round(seconds, 3), "readings_per_s": round(args.readings / seconds),
                "us_per_reading": round(seconds / args.readings * 1e6, 1),
                "cpu_us_per_reading": round(cpu / args.readings * 1e6, 1),
-               "profiled": bool(profiler), "gc_tuned": not args.no_gc_tuning}
+               "profiled": bool(profiler), "gc_tuned": not args.no_gc_tuning,
+               "rules": not args.no_rules}
     print(f"{args.backend}: {figures['readings_per_s']} readings/s in the worker "
           f"({figures['us_per_reading']} µs per reading, {figures['cpu_us_per_reading']} µs of "
           f"this process's CPU{', profiled' if profiler else ''})")
