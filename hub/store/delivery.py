@@ -107,10 +107,15 @@ def claim(
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
                          {"k": f"hub.outbox:{destination}"})
         p = OUT.alias("p")
+        # OFFSET 0 keeps PostgreSQL from flattening this into an anti-join: with the stale
+        # statistics of a busy outbox it then scanned every open row once per candidate
+        # (measured: 5 s per claim of 500). As a per-row subplan it is an index probe on
+        # (destination, order_key, id) of ix_outbox_open_key.
         waiting = (
             select(literal(1)).where(
                 p.c.destination == OUT.c.destination, p.c.order_key == OUT.c.order_key,
                 p.c.id < OUT.c.id, _is_open(p.c.status), p.c.next_attempt_at > now)
+            .offset(0)
             .exists()
         )
         # The content comes with the claim (a primary-key join per row): a separate

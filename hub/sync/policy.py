@@ -158,11 +158,16 @@ class Pacer:
     throttled: int = 0
 
     def __post_init__(self) -> None:
+        # Bursts of a tenth of a second at most: a quota-limited destination (HealthLake) counts
+        # on arrival, and a full second's burst from the hub left its bucket empty, so the
+        # slightest timing jitter became a ThrottlingException. Paced evenly, the destination's
+        # own burst allowance absorbs the jitter instead.
         if self.requests_per_sec:
-            self._requests = TokenBucket(self.requests_per_sec, max(1.0, self.requests_per_sec),
-                                         self.clock)
+            self._requests = TokenBucket(self.requests_per_sec,
+                                         max(1.0, self.requests_per_sec / 10), self.clock)
         if self.entries_per_sec:
-            self._entries = TokenBucket(self.entries_per_sec, self.entries_per_sec, self.clock)
+            self._entries = TokenBucket(self.entries_per_sec, self.entries_per_sec / 10,
+                                        self.clock)
 
     def cost(self, entries: int, transaction: bool) -> int:
         return entries * (self.transaction_cost if transaction else 1)

@@ -289,7 +289,7 @@ def build_app(state: State | None = None) -> Starlette:
         method = req.get("method")
         url = str(req.get("url", ""))
         rtype, _, rid = url.partition("/")
-        status, outcome, location = st.write(method, rtype, rid or None, entry["resource"],
+        status, outcome, location = st.write(str(method), rtype, rid or None, entry["resource"],
                                              req.get("ifNoneExist"))
         answer: dict[str, Any] = {"status": str(status)}
         if location:

@@ -79,6 +79,7 @@ def check_request(st: Any, cfg: dict[str, Any], request: Request, body: bytes, e
             return _outcome(409, "duplicate", "idempotency key already used")
         st.idempotency.add(key)
     st.counters["units"] += int(cost)
+    st.counters.setdefault("first_cost", int(cost))
     st.counters.setdefault("first_at_ms", int(now * 1000))
     st.counters["last_at_ms"] = int(now * 1000)
     return None

@@ -91,8 +91,10 @@ def test_transaction_entries_cost_twice() -> None:
     clock = [0.0]
     pacer = Pacer(requests_per_sec=None, entries_per_sec=100, transaction_cost=2,
                   clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
-    pacer.wait(100, transaction=True)  # 200 units against 100/s: one second of debt
-    assert clock[0] == pytest.approx(1.0)
+    pacer.wait(100, transaction=True)  # 200 units against 100/s, a 10-unit burst: 1.9 s
+    assert clock[0] == pytest.approx(1.9)
+    pacer.wait(100)  # a batch of 100 costs 100: one more second
+    assert clock[0] == pytest.approx(2.9)
 
 
 def test_circuit_opens_probes_once_and_closes_on_recovery() -> None:
