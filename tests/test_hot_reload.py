@@ -88,3 +88,17 @@ def test_a_broken_catalogue_is_refused_too(root: Path) -> None:
     edit(root / "types" / "vital-signs.yaml", "version: 1\ntypes: [oops\n")
     assert live.refresh() is False
     assert value_of(live) == 61
+
+
+def test_a_unit_the_ucum_library_cannot_convert_is_refused_at_reload(root: Path) -> None:
+    from hub.normalize import units
+
+    live = LiveMappings(root, check=lambda found: units.warm(found.types.values()))
+    catalogue = root / "types" / "vital-signs.yaml"
+    text = catalogue.read_text()
+    assert 'convert_from: [{code: "[degF]"' in text
+    edit(catalogue, text.replace('convert_from: [{code: "[degF]"',
+                                 'convert_from: [{code: "[no_such_unit]"'))
+    assert live.refresh() is False
+    assert live.last_error is not None and "[no_such_unit]" in live.last_error.message
+    assert value_of(live) == 61  # the previous set keeps running

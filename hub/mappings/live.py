@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, tzinfo
 from pathlib import Path
 
@@ -13,15 +14,32 @@ from hub.mappings.catalogue import MappingSet, fingerprint, load_mapping_set
 log = logging.getLogger("hub.mappings")
 
 
-class LiveMappings:
-    """Holds the current MappingSet; ``refresh()`` reloads when files changed on disk."""
+Check = Callable[[MappingSet], list[str]]
 
-    def __init__(self, root: Path, default_tz: tzinfo = UTC) -> None:
+
+class LiveMappings:
+    """Holds the current MappingSet; ``refresh()`` reloads when files changed on disk.
+
+    ``check`` runs on every candidate set before it goes live (the composition root passes the
+    normalize stage's unit-conversion compiler, which this layer may not import); its problems
+    refuse the set like a load error.
+    """
+
+    def __init__(self, root: Path, default_tz: tzinfo = UTC, check: Check | None = None) -> None:
         self.root = root
         self.default_tz = default_tz
+        self.check = check
         self._lock = threading.Lock()
-        self._current = load_mapping_set(root, default_tz)  # a broken set at start is fatal
+        self._current = self._load()  # a broken set at start is fatal
         self.last_error: MappingError | None = None
+
+    def _load(self) -> MappingSet:
+        candidate = load_mapping_set(self.root, self.default_tz)
+        problems = self.check(candidate) if self.check is not None else []
+        if problems:
+            raise MappingError(f"{len(problems)} problem(s) in mappings under {self.root}:\n"
+                               + "\n".join(problems))
+        return candidate
 
     def __call__(self) -> MappingSet:
         return self._current
@@ -33,7 +51,7 @@ class LiveMappings:
             return False
         with self._lock:
             try:
-                candidate = load_mapping_set(self.root, self.default_tz)
+                candidate = self._load()
             except MappingError as exc:
                 if self.last_error is None or self.last_error.message != exc.message:
                     log.error("mapping edit refused; previous mappings stay live:\n%s", exc.message)
