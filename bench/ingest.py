@@ -104,6 +104,10 @@ class HubProcesses:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
+    def count(self, needle: str) -> int:
+        """Lines with ``needle`` in every process's log (e.g. the workers' retries)."""
+        return sum(p.read_text(errors="replace").count(needle) for p in self.logs)
+
     def tail(self) -> str:
         return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:]
                          for p in self.logs)
@@ -250,6 +254,7 @@ def run_backend(backend: str, args: argparse.Namespace, bodies: list[tuple[bytes
                                        + hub.tail())
                 time.sleep(0.02)
             done = time.perf_counter()
+            retries = hub.count("retrying")  # deadlock victims and the like, redone
         with engine.connect() as conn:
             statuses: dict[str, int] = dict(conn.execute(text(
                 "SELECT status, count(*) FROM inbound_message GROUP BY status")).all())
@@ -268,6 +273,7 @@ def run_backend(backend: str, args: argparse.Namespace, bodies: list[tuple[bytes
         "acked_readings_per_s": round(total / (acked - began)),
         "post_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
         "post_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1),
+        "worker_retries": retries,
     }
     return figures, contents
 
@@ -320,7 +326,8 @@ def main() -> None:
         result[backend] = figures
         print(f"{backend:>9}: {figures['readings_per_s']:>7} readings/s stored "
               f"({figures['seconds']} s; acknowledged at {figures['acked_readings_per_s']}/s; "
-              f"POST p50 {figures['post_p50_ms']} ms, p99 {figures['post_p99_ms']} ms)")
+              f"POST p50 {figures['post_p50_ms']} ms, p99 {figures['post_p99_ms']} ms; "
+              f"{figures['worker_retries']} batches retried)")
     base = baseline(contents)
     result["baseline"] = base
     print(f" baseline: {base['readings_per_s']:>7} readings/s (orjson.loads + R4B "

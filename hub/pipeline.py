@@ -34,7 +34,7 @@ from hub.normalize.observation import Lineage, build_observation
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.store import dead_letters, inbox, outbox, resources
-from hub.store.db import write_tx
+from hub.store.db import is_transient, write_tx
 from hub.sync.routing import OutboxRouter
 from hub.telemetry import Telemetry
 
@@ -78,12 +78,12 @@ class Pipeline:
     # held it for seconds (measured: POST p99 7.1 s in bench.ingest). The rest of the claim
     # stays 'received' for the next batch; at least one message is always processed.
     batch_seconds: float = 0.25
-    # How many messages the last batch got through: the next claim asks for a little more than
-    # that (never more than the caller's limit), instead of fetching a full claim of large
+    # The next claim's size: a little more than the last time-capped batch got through (never
+    # more than the caller's limit; 0 = the limit), instead of fetching a full claim of large
     # bodies it will mostly hand back (measured with 500-reading messages: 64 claimed, ~8
     # processed per 0.25 s; the claim was 5 % of a PostgreSQL worker's time, and the worker's
     # CPU per reading went 58.7 → 54.5 µs, mean of 3 runs of bench.worker).
-    _claim_hint: int = field(default=0, init=False, repr=False)
+    _next_claim: int = field(default=0, init=False, repr=False)  # 0: the caller's limit
 
     def convert(self, conn: Connection, raw: RawMessage, resolver: IdentityResolver) -> Outcome:
         """Everything a message yields, without writing it (``hub convert`` uses this alone)."""
@@ -166,8 +166,7 @@ class Pipeline:
         outcomes: list[tuple[str, str]] = []
         try:
             with write_tx(engine) as conn:
-                hint = self._claim_hint
-                claimed = inbox.claim(conn, min(limit, hint + hint // 2 + 1) if hint else limit)
+                claimed = inbox.claim(conn, min(limit, self._next_claim or limit))
                 deadline = time.monotonic() + self.batch_seconds
                 for raw in claimed:
                     with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
@@ -176,13 +175,20 @@ class Pipeline:
                     raw.body = b""  # the claimed bodies are not needed past their message
                     if time.monotonic() > deadline:
                         break
-        except BaseException:
+        except BaseException as exc:
             resolver.rolled_back()
+            if isinstance(exc, Exception) and is_transient(exc, engine):
+                # Most likely a deadlock with another worker: each batch locks the rows of its
+                # messages (rule state, shared resources) in message order, and two batches can
+                # meet in opposite orders. The next batch takes one message, so this worker
+                # cannot close the same cycle again while the survivor finishes.
+                self._next_claim = 1
             raise
         resolver.committed()
         # Only a batch cut short by the time budget says how many fit; one that ran out of
         # messages says nothing, so the next claim asks for the full limit again.
-        self._claim_hint = len(outcomes) if len(outcomes) < len(claimed) else 0
+        done = len(outcomes)
+        self._next_claim = done + done // 2 + 1 if done < len(claimed) else 0
         for source, status in outcomes:
             self.telemetry.count_outcome(source, status)
         return len(outcomes)
@@ -194,6 +200,8 @@ class Pipeline:
         try:
             out = self._process(conn, raw, resolver)
         except Exception as exc:
+            if is_transient(exc, conn.engine):
+                raise  # the database gave up on the transaction, not on this message: retry all
             # A bug, not bad data: keep the message, record a reason without its content.
             savepoint.rollback()
             resolver.rolled_back()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from hub.mappings.live import LiveMappings
 from hub.pipeline import Pipeline
+from hub.store.db import is_transient
 
 log = logging.getLogger("hub.worker")
 
@@ -91,8 +92,13 @@ def run_worker(
             done = pipeline.run_batch(engine, batch)
             total += done
             backoff = poll_secs
-        except OperationalError as exc:
-            log.warning("database unavailable (%s); retrying", type(exc.orig).__name__)
+        except Exception as exc:
+            if not is_transient(exc, engine):
+                raise
+            # A deadlock victim, a lost connection, a restarting server: the transaction rolled
+            # back, nothing is lost; the same work is done again after a pause.
+            cause = exc.orig if isinstance(exc, OperationalError) else exc
+            log.warning("database unavailable or busy (%s); retrying", type(cause).__name__)
             stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
             continue

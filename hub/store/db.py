@@ -20,6 +20,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import create_engine
 
 from hub.errors import ConfigurationError
@@ -122,6 +123,18 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
         conn.execution_options(hub_write=True)
         with conn.begin():
             yield conn
+
+
+def is_transient(error: BaseException, engine: Engine) -> bool:
+    """A database error the work itself is not at fault for — chosen as a deadlock victim,
+    serialization failure, lock timeout, lost connection: roll back and do the same work again.
+
+    SQLAlchemy wraps driver errors in its ``OperationalError``; code that drives the DBAPI cursor
+    directly (the rules store) raises the driver's own ``OperationalError`` (psycopg's
+    ``DeadlockDetected`` and ``SerializationFailure`` are subclasses).
+    """
+    driver_error: type[BaseException] = engine.dialect.loaded_dbapi.OperationalError
+    return isinstance(error, OperationalError | driver_error)
 
 
 def is_postgres(engine: Engine) -> bool:
