@@ -104,6 +104,13 @@ def claim(
     now = now or utcnow()
     with write_tx(engine) as conn:
         if is_postgres(engine):
+            # The claim must walk ix_outbox_open in id order and stop at LIMIT. Two plans
+            # measured instead: psycopg prepares a statement from its 5th execution and the
+            # generic plan sorted every open row (260 ms vs 12 ms per claim of 500); and after
+            # autovacuum's statistics said few rows are due, the due-time index plus a sort of
+            # every due row (590 ms). Custom plans, no sort: the id-ordered walk is left.
+            conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            conn.execute(text("SET LOCAL enable_sort = off"))
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
                          {"k": f"hub.outbox:{destination}"})
         p = OUT.alias("p")
