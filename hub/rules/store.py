@@ -8,13 +8,15 @@ one patient's messages serialise instead of losing an update; SQLite has one wri
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from hub.store.db import utcnow
 from hub.store.dialect import insert_for
@@ -42,6 +44,22 @@ _SAVE = ("INSERT INTO rule_state (patient_id, rule_id, state, updated_at) VALUES
          "updated_at = excluded.updated_at")
 
 
+@contextmanager
+def _cursor(conn: Connection, what: str) -> Iterator[Any]:
+    """The transaction's DBAPI cursor. A driver error comes out as SQLAlchemy's own class
+    (OperationalError for a deadlock victim or a lost connection), as from any other statement,
+    and without parameters in its text (they hold patient ids)."""
+    cursor = conn.connection.cursor()
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        yield cursor
+    except dbapi_error as exc:
+        raise DBAPIError.instance(what, None, exc, dbapi_error,
+                                  hide_parameters=True) from exc
+    finally:
+        cursor.close()
+
+
 def load(conn: Connection, patients: list[str]
          ) -> tuple[dict[Key, str], dict[Key, str]]:
     """(state JSON by (patient, rule), override params JSON by (patient, rule))."""
@@ -49,8 +67,7 @@ def load(conn: Connection, patients: list[str]
     overrides: dict[Key, str] = {}
     if not patients:
         return states, overrides
-    cursor = conn.connection.cursor()
-    try:
+    with _cursor(conn, "rule_state load") as cursor:
         if conn.dialect.name == "postgresql":
             cursor.execute(_LOAD_PG_STATES, (patients,))
             states = {(r[0], r[1]): r[2] for r in cursor.fetchall()}
@@ -62,8 +79,6 @@ def load(conn: Connection, patients: list[str]
         for patient, rule, text, which in cursor.fetchall():
             (states if which == "s" else overrides)[(patient, rule)] = text
         return states, overrides
-    finally:
-        cursor.close()
 
 
 def save(conn: Connection, rows: list[tuple[str, str, str]]) -> None:
@@ -71,15 +86,12 @@ def save(conn: Connection, rows: list[tuple[str, str, str]]) -> None:
     if not rows:
         return
     now = utcnow()
-    cursor = conn.connection.cursor()
-    try:
+    with _cursor(conn, "rule_state save") as cursor:
         if conn.dialect.name == "postgresql":
             cursor.executemany(_SAVE.format(m="%s"), [(p, r, s, now) for p, r, s in rows])
         else:
             stamp = now.isoformat(" ", "microseconds")[:26]  # no offset: UTC, as SQLAlchemy
             cursor.executemany(_SAVE.format(m="?"), [(p, r, s, stamp) for p, r, s in rows])
-    finally:
-        cursor.close()
 
 
 _UPSERTS: dict[tuple[str, str], Any] = {}

@@ -161,3 +161,21 @@ def test_state_rows_per_patient_are_bounded_by_the_rules(hub: Hub) -> None:
         patient = resolve_patient(conn, "pat-rules")
         assert patient is not None
         assert rule_store.next_due(conn, patient)
+
+
+def test_a_driver_error_in_the_state_store_is_sqlalchemys_without_the_ids(hub: Hub) -> None:
+    import pytest
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    if hub.engine.dialect.name != "postgresql":
+        pytest.skip("row locks: PostgreSQL")
+    with write_tx(hub.engine) as conn:
+        rule_store.save(conn, [("patient-secret-id", "spo2-low", "{}")])
+    with hub.engine.connect() as holder, holder.begin():
+        rule_store.load(holder, ["patient-secret-id"])  # FOR UPDATE: holds the row
+        with hub.engine.connect() as other, other.begin():
+            other.execute(text("SET LOCAL lock_timeout = '100ms'"))
+            with pytest.raises(OperationalError) as caught:
+                rule_store.load(other, ["patient-secret-id"])
+    assert "patient-secret-id" not in str(caught.value)
