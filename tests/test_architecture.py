@@ -15,3 +15,14 @@ def test_import_contracts_hold() -> None:
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def test_every_connector_is_in_the_independence_contract() -> None:
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    listed = next(set(c["modules"]) for c in config["contracts"]
+                  if c["type"] == "independence")
+    packages = {f"connectors.{p.name}" for p in (REPO / "connectors").iterdir()
+                if (p / "__init__.py").exists()}
+    assert packages - listed == set(), "add these connectors to the independence contract"
