@@ -31,6 +31,7 @@ from hub.identity import IdentityResolver
 from hub.mappings.catalogue import MappingSet
 from hub.normalize.hl7v2_observation import build_detailed_observation
 from hub.normalize.observation import Lineage, build_observation
+from hub.normalize.plausibility import held_reason
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.store import dead_letters, inbox, outbox, resources
@@ -48,15 +49,24 @@ class Outcome:
     status: str
     resources: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # stored, but held for review
     merges: list[PatientMerge] = field(default_factory=list)
 
     @property
     def error_text(self) -> str | None:
-        if not self.errors:
-            return None
-        shown = self.errors[:20]
-        more = len(self.errors) - len(shown)
-        return "; ".join(shown) + (f"; and {more} more" if more else "")
+        return _summary(self.errors)
+
+    @property
+    def notes_text(self) -> str | None:
+        return _summary(self.warnings)
+
+
+def _summary(lines: list[str]) -> str | None:
+    if not lines:
+        return None
+    shown = lines[:20]
+    more = len(lines) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more else "")
 
 
 def _describe(error: DataError) -> str:
@@ -116,8 +126,12 @@ class Pipeline:
                             gateway_id=resolver.device(conn, gateway) if gateway else None))
                         continue
                     assert spec is not None  # a reading without detail has a catalogue type
-                    out.resources.append(build_observation(
-                        m, spec, patient_id=patient_id, device_id=device_id, lineage=lineage))
+                    obs = build_observation(
+                        m, spec, patient_id=patient_id, device_id=device_id, lineage=lineage)
+                    held = held_reason(obs)
+                    if held is not None:  # kept, marked preliminary: the lineage says why
+                        out.warnings.append(f"{m.location or m.type}: {held}")
+                    out.resources.append(obs)
                 except UnassignedDeviceError as exc:
                     unassigned += 1
                     out.errors.append(_describe(exc))
@@ -151,7 +165,8 @@ class Pipeline:
         with self.telemetry.span("outbox"):
             outbox.enqueue(conn, self.router.route(written))
         refs = [f"{r['resourceType']}/{r['id']}" for r in out.resources + derived]
-        inbox.finish(conn, raw.id, out.status, error=out.error_text, resource_refs=refs)
+        inbox.finish(conn, raw.id, out.status, error=out.error_text, resource_refs=refs,
+                     notes=out.notes_text)
         if out.errors and out.status != inbox.STATUS_QUARANTINED:
             dead_letters.add_inbound(conn, raw.id, "normalize", out.error_text or "")
         return out

@@ -131,3 +131,19 @@ def test_internal_error_in_one_message_is_isolated(hub: Hub) -> None:
     with hub.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(InboundMessage)
                             .where(InboundMessage.status == "received")).scalar_one() == 0
+
+
+def test_an_implausible_reading_is_stored_held_and_named_in_the_lineage(hub: Hub) -> None:
+    body = canonical(2)
+    body["readings"][1] = {"type": "oxygen-saturation", "time": "2026-11-20T08:05:00Z",
+                           "unit": "%", "value": 101}
+    message_id = post(hub, body)
+    drain(hub.pipeline, hub.engine, 10)
+    lineage = inbox.get(hub.engine, message_id)
+    assert lineage["status"] == "processed" and lineage["error"] is None
+    assert lineage["notes"].startswith("readings[1]: held for review")
+    assert "101" not in lineage["notes"]  # the reason, never the value
+    with hub.engine.connect() as conn:
+        statuses = dict(conn.execute(select(Resource.code, Resource.status)
+                                     .where(Resource.res_type == "Observation")).all())
+    assert statuses["2708-6"] == "preliminary" and statuses["8867-4"] == "final"

@@ -160,12 +160,13 @@ def claim(conn: Connection, limit: int) -> list[RawMessage]:
 
 def finish(
     conn: Connection, message_id: str, status: str, *, error: str | None,
-    resource_refs: list[str],
+    resource_refs: list[str], notes: str | None = None,
 ) -> None:
     """Record the outcome of processing, in the same transaction as the resources."""
     conn.execute(
         update(T).where(T.c.id == message_id).values(
-            status=status, error=error, processed_at=utcnow(), attempts=T.c.attempts + 1,
+            status=status, error=error, notes=notes, processed_at=utcnow(),
+            attempts=T.c.attempts + 1,
             resource_refs=orjson.dumps(resource_refs).decode() if resource_refs else None,
         )
     )
@@ -190,7 +191,8 @@ def get(engine: Engine, message_id: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(
             select(T.c.id, T.c.source, T.c.channel, T.c.received_at, T.c.content_type,
-                   T.c.sha256, T.c.status, T.c.error, T.c.resource_refs, T.c.processed_at,
+                   T.c.sha256, T.c.status, T.c.error, T.c.notes, T.c.resource_refs,
+                   T.c.processed_at,
                    T.c.attempts).where(T.c.id == message_id)
         ).first()
     if row is None:
@@ -199,6 +201,7 @@ def get(engine: Engine, message_id: str) -> dict[str, Any] | None:
         "id": row.id, "source": row.source, "channel": row.channel,
         "receivedAt": _iso(row.received_at), "contentType": row.content_type,
         "sha256": row.sha256, "status": row.status, "error": row.error,
+        "notes": row.notes,
         "resources": orjson.loads(row.resource_refs) if row.resource_refs else [],
         "processedAt": _iso(row.processed_at), "attempts": row.attempts,
     }

@@ -37,6 +37,8 @@ class InboundMessage(SQLModel, table=True):
     dedupe_key: str = Field(max_length=200)
     status: str = Field(max_length=16, description="received|processed|partial|failed|quarantined")
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    notes: str | None = Field(default=None, sa_column=Column(Text, nullable=True),
+                              description="warnings that did not stop processing (held readings)")
     resource_refs: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     client: str | None = Field(default=None, max_length=64)
     reply: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))

@@ -1,0 +1,26 @@
+"""inbound_message.notes: warnings that did not stop processing (readings held for review)
+
+Revision ID: 0005
+Revises: 0004
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("notes", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
+        batch_op.drop_column("notes")
