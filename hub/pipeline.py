@@ -171,9 +171,13 @@ class Pipeline:
             dead_letters.add_inbound(conn, raw.id, "normalize", out.error_text or "")
         return out
 
-    def run_batch(self, engine: Engine, limit: int) -> int:
+    def run_batch(self, engine: Engine, limit: int, only: list[str] | None = None) -> int:
         """Claim up to ``limit`` received messages, process and commit them (stopping early after
-        ``batch_seconds``: the others stay received); returns how many were processed."""
+        ``batch_seconds``: the others stay received); returns how many were processed.
+
+        ``only`` restricts the claim to those message ids (a synchronous FHIR write processes
+        its own message, not whatever backlog is ahead of it); 0 means none of them was free.
+        """
         resolver = IdentityResolver(self.identity_cache)
         # Only (source, status) outlives a message: holding every message's resources until the
         # batch commits kept ~25 containers per reading alive, and the cyclic GC re-scanned them
@@ -181,7 +185,7 @@ class Pipeline:
         outcomes: list[tuple[str, str]] = []
         try:
             with write_tx(engine) as conn:
-                claimed = inbox.claim(conn, min(limit, self._next_claim or limit))
+                claimed = inbox.claim(conn, min(limit, self._next_claim or limit), only)
                 deadline = time.monotonic() + self.batch_seconds
                 for raw in claimed:
                     with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):

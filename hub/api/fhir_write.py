@@ -8,9 +8,9 @@ Design: the same durable path as every inbound message, answered synchronously.
    the acknowledge path, exactly as for ``POST /ingest``. How it was sent travels with it as
    content-type parameters only the hub sets (``hub-update=<id>`` for PUT, ``hub-id=<id>`` for a
    conditional create), so the worker, a replay or crash recovery process it the same way.
-3. The request then drains the inbox through the real pipeline (``Pipeline.run_batch``, the
-   worker's own step: connector → store → rules → outbox, with lineage) until its message is
-   processed, and answers from the store: 201 (this request created it) or 200, with the
+3. The request then processes its own message through the real pipeline
+   (``Pipeline.run_batch(..., only=[id])``, the worker's own step: connector → store → rules →
+   outbox, with lineage), and answers from the store: 201 (this request created it) or 200, with the
    resource, ``Location``, ``ETag``. Should that take longer than ``SYNC_WAIT_SECS`` (a backlog,
    a database hiccup) the answer is 202 with the message id and the ``Location`` the resource
    will have — its id is deterministic, known at intake — and the worker finishes the job.
@@ -145,12 +145,12 @@ async def store(
 def wait_processed(
     hub: Hub, message_id: str, timeout: float = SYNC_WAIT_SECS
 ) -> dict[str, Any] | None:
-    """Drain the inbox with the worker's own step until ``message_id`` is no longer waiting.
+    """Process ``message_id`` with the worker's own step, until it is no longer waiting.
 
     Returns the message's status and lineage, or None if it is still waiting at the deadline
-    (the caller then answers 202; the worker finishes). Other messages claimed on the way are
-    processed exactly as the worker would; on PostgreSQL a message another worker holds is
-    skipped (SKIP LOCKED) and this loop just waits for its commit.
+    (the caller then answers 202; the worker finishes). Only this message is claimed, so a
+    request never works off a backlog ahead of it; if a worker holds it (SKIP LOCKED on
+    PostgreSQL), this loop waits for that commit.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -160,7 +160,7 @@ def wait_processed(
         if time.monotonic() >= deadline:
             return None
         try:
-            done = hub.pipeline.run_batch(hub.engine, hub.settings.worker_batch)
+            done = hub.pipeline.run_batch(hub.engine, 1, only=[message_id])
         except SQLAlchemyError as exc:
             # The claimed batch rolled back; the message is durable and the worker retries.
             log.warning("inline processing of message %s deferred (%s)", message_id,

@@ -143,14 +143,17 @@ def set_reply(engine: Engine, message_id: str, reply: bytes) -> None:
         conn.execute(update(T).where(T.c.id == message_id).values(reply=reply))
 
 
-def claim(conn: Connection, limit: int) -> list[RawMessage]:
-    """Received messages for this transaction to process, oldest first; see module docstring."""
+def claim(conn: Connection, limit: int, only: list[str] | None = None) -> list[RawMessage]:
+    """Received messages for this transaction to process, oldest first (or just the messages
+    ``only`` names, still waiting); see module docstring."""
     query = (
         select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at, T.c.traceparent)
         .where(T.c.status == STATUS_RECEIVED)
         .order_by(T.c.seq)
         .limit(limit)
     )
+    if only is not None:
+        query = query.where(T.c.id.in_(only))
     if is_postgres(conn.engine):
         query = query.with_for_update(skip_locked=True)
     rows = conn.execute(query).all()
