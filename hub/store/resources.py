@@ -15,7 +15,7 @@ from itertools import chain
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import and_, bindparam, select, tuple_
 from sqlalchemy.engine import Connection
 
 from hub.store.db import as_utc, utcnow
@@ -171,15 +171,22 @@ def upsert(
     if conn.dialect.name == "postgresql":
         columns = [list(column) for column in zip(*values, strict=True)]
         result = conn.exec_driver_sql(_PG_UPSERT, tuple(columns)).all()
-        if tokens:
-            conn.exec_driver_sql(_PG_TOKENS, tuple(list(c) for c in zip(*tokens, strict=True)))
     else:
         result = []
         for start in range(0, len(values), _SQLITE_ROWS_PER_STATEMENT):
             chunk = values[start:start + _SQLITE_ROWS_PER_STATEMENT]
             flat = tuple(chain.from_iterable(chunk))  # 0.27 → 0.10 µs a row vs a genexpr
             result.extend(conn.exec_driver_sql(_sqlite_upsert(len(chunk)), flat).all())
-        if tokens:
+    # A new version may carry other codings: its old extra tokens go, or a search by a code it
+    # no longer has would still find it. Only updates pay this (inserts have no tokens yet).
+    updated = [{"t": r[0], "i": r[1]} for r in result if r[2] > 1]
+    if updated:
+        conn.execute(TOK.delete().where(TOK.c.res_type == bindparam("t"),
+                                        TOK.c.res_id == bindparam("i")), updated)
+    if tokens:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(_PG_TOKENS, tuple(list(c) for c in zip(*tokens, strict=True)))
+        else:
             conn.exec_driver_sql(_SQLITE_TOKENS, tokens)
     return [Written(r[0], r[1], r[2], r[3]) for r in result]
 
