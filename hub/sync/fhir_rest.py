@@ -286,7 +286,9 @@ class FhirRestSender:
         body = orjson.dumps(bundle)
         self.pacer.wait(len(writes), transaction=transaction, stop=stop)
         headers = {"Content-Type": FHIR_JSON, **self.extra_headers("POST", body, writes)}
-        answer, failed = self._exchange("POST", self.base, body, headers)
+        # ``POST [base]``: the base without its trailing slash (a server may redirect the
+        # other form, and redirects are not followed for writes).
+        answer, failed = self._exchange("POST", self.base.rstrip("/"), body, headers)
         if failed is not None:
             return [failed] * len(writes)
         assert answer is not None

@@ -2,9 +2,10 @@
 
 * Classification of HTTP answers (:func:`classify`): 2xx ok; 429 throttled; 408/5xx (but 501),
   timeouts and resets retried; 409/412 conflict (re-read, retry at most twice); 413 too large
-  (split); 401 re-authenticate once; 401/403 to a whole request are a credentials problem, retried
-  behind the circuit (a 403 on one batch entry is that resource's refusal); other 4xx refused
-  for good (dead-letter with the answer).
+  (split); 401 re-authenticate once; 401/403 (and 3xx: redirects are not followed) to a whole
+  request are a configuration or credentials problem, retried behind the circuit (a 403 on one
+  batch entry is that resource's refusal); other 4xx refused for good (dead-letter with the
+  answer).
 * Backoff (:func:`backoff_secs`): tenacity's exponential wait with jitter,
   ``min(2^n + random, cap)`` — Google's published formula, cap 64 s by default — and never
   earlier than a ``Retry-After``. Past the destination's deadline an item is dead-lettered.
@@ -51,6 +52,8 @@ def classify(status: int) -> Verdict:
         return Verdict.THROTTLED
     if status == 408 or (status >= 500 and status != 501):
         return Verdict.RETRY
+    if 300 <= status < 400:
+        return Verdict.AUTH  # a redirect: the base URL or credentials need fixing, not the data
     if status in (409, 412):
         return Verdict.CONFLICT
     if status == 413:

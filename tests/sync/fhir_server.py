@@ -340,6 +340,7 @@ def build_app(state: State | None = None) -> Starlette:
     for prefix in ("/fhir", "/datastore/{store}/r4"):
         routes += [Route(prefix + r.path, r.endpoint, methods=list(r.methods or []))
                    for r in fhir]
+        routes.append(Route(prefix, bundle, methods=["POST"]))  # POST [base], no slash
     app = Starlette(routes=routes)
     app.state.fhir = st
     return app

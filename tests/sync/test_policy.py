@@ -32,7 +32,7 @@ NOW = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     (502, Verdict.RETRY), (503, Verdict.RETRY), (504, Verdict.RETRY), (408, Verdict.RETRY),
     (409, Verdict.CONFLICT), (412, Verdict.CONFLICT), (413, Verdict.TOO_LARGE),
     (401, Verdict.AUTH), (403, Verdict.AUTH), (400, Verdict.FATAL), (422, Verdict.FATAL),
-    (404, Verdict.FATAL), (501, Verdict.FATAL)])
+    (404, Verdict.FATAL), (501, Verdict.FATAL), (307, Verdict.AUTH)])
 def test_classification(status: int, verdict: Verdict) -> None:
     assert classify(status) is verdict
 
