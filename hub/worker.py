@@ -17,12 +17,12 @@ from hub.store.db import is_transient
 log = logging.getLogger("hub.worker")
 
 _GC_GEN0_THRESHOLD = 10_000
+_gc_tuned = False
 # After a batch on SQLite, the worker waits this long before taking the write lock again, so a
 # POST waiting for the lock (polling at most 4 ms apart, hub.store.db.begin_immediate) gets it:
 # without the gap the worker re-took the lock within microseconds of committing. Costs ~2 % of a
 # 0.25 s batch.
 SQLITE_YIELD_SECS = 0.005
-_gc_tuned = False
 
 
 def tune_gc() -> None:
