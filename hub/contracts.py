@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from hub.errors import DataError
@@ -242,3 +243,28 @@ class Connector(ABC):
     def extract(self, document: JSON, mappings: MeasurementExtractor) -> Extraction:
         """Turn a decoded document into measurements; default: run the device mapping."""
         return mappings.extract(self.mapping_name, document)
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def decode_json(body: bytes) -> Any:
+    """The JSON document in ``body`` (a UTF-8 byte-order mark is ignored, as some vendor exports
+    carry one); DataError, naming the position, when the body is not JSON."""
+    try:
+        return orjson.loads(body.removeprefix(UTF8_BOM))
+    except orjson.JSONDecodeError as exc:
+        raise DataError(f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+
+
+def account_envelope(document: Any, hint: str) -> dict[str, Any]:
+    """Check the hub's account envelope ``{"account": id, "response": <vendor answer>}`` that
+    vendor-cloud answers are posted in (they do not say whose data they hold); the account is a
+    non-empty string or a number (Withings and iHealth user ids are numbers); ``hint`` tells the
+    sender how to wrap. Returns the document."""
+    if not isinstance(document, dict) or "response" not in document:
+        raise DataError(f"not in the account envelope; {hint}", location="$")
+    account = document.get("account")
+    if isinstance(account, bool) or not isinstance(account, str | int) or account == "":
+        raise DataError(f"account missing; {hint}", location="account")
+    return document

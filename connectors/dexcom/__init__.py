@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import orjson
-
-from hub.contracts import JSON, Connector
+from hub.contracts import JSON, Connector, decode_json
 from hub.errors import DataError
 
 ENVELOPE_HINT = ('post it as {"account": <Share account id>, "response": <answer>}: a Dexcom '
@@ -35,10 +33,7 @@ class DexcomConnector(Connector):
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
 
     def decode(self, body: bytes, content_type: str) -> JSON:
-        try:
-            document: Any = orjson.loads(body.removeprefix(b"\xef\xbb\xbf"))
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+        document: Any = decode_json(body)
         if isinstance(document, dict) and "recordType" in document:
             if document["recordType"] != "egv":
                 raise DataError("Dexcom v3 records other than egv (estimated glucose values) "

@@ -36,11 +36,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from hub.contracts import JSON, Connector, Extraction, MeasurementExtractor
+from hub.contracts import JSON, Connector, Extraction, MeasurementExtractor, decode_json
 from hub.errors import DataError
 from hub.fhir.capability import (
     RESOURCE_TYPES,
@@ -211,10 +210,7 @@ class FhirResourceConnector(Connector):
                                                          "application/json"})
 
     def decode(self, body: bytes, content_type: str) -> JSON:
-        try:
-            document: Any = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+        document: Any = decode_json(body)
         digest = hashlib.sha256(body).hexdigest()
         try:
             if isinstance(document, dict) and document.get("resourceType") == "Bundle":

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import orjson
-
-from hub.contracts import JSON, Connector
+from hub.contracts import JSON, Connector, account_envelope, decode_json
 from hub.errors import DataError
 
 ENVELOPE_HINT = ('post it as {"account": <Google account id>, "response": <dataset>}: a Google '
@@ -29,14 +27,8 @@ class GoogleFitConnector(Connector):
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
 
     def decode(self, body: bytes, content_type: str) -> JSON:
-        try:
-            document: Any = orjson.loads(body.removeprefix(b"\xef\xbb\xbf"))
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"body is not JSON ({exc.msg} at character {exc.pos})") from None
-        if not isinstance(document, dict) or "response" not in document:
-            raise DataError(f"not in the account envelope; {ENVELOPE_HINT}", location="$")
-        if not isinstance(document.get("account"), str) or not document["account"]:
-            raise DataError(f"account missing; {ENVELOPE_HINT}", location="account")
+        document: Any = decode_json(body)
+        account_envelope(document, ENVELOPE_HINT)
         response = document["response"]
         if not isinstance(response, dict) or "dataSourceId" not in response:
             raise DataError("response is not a Google Fit dataset (no dataSourceId)",

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import orjson
-
-from hub.contracts import JSON, Connector
+from hub.contracts import JSON, Connector, decode_json
 from hub.errors import DataError
 
 
@@ -21,10 +19,7 @@ class HubReadingConnector(Connector):
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
 
     def decode(self, body: bytes, content_type: str) -> JSON:
-        try:
-            document: Any = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+        document: Any = decode_json(body)
         if not isinstance(document, dict):
             raise DataError("expected a JSON object", location="$")
         device = document.get("device")

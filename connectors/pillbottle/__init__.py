@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.contracts import JSON, Connector
+from hub.contracts import JSON, Connector, decode_json
 from hub.errors import DataError
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "mappings/schema/pillbottle-event.schema.json"
@@ -103,10 +103,7 @@ class PillBottleConnector(Connector):
     content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
 
     def decode(self, body: bytes, content_type: str) -> JSON:
-        try:
-            document: Any = orjson.loads(body.removeprefix(b"\xef\xbb\xbf"))
-        except orjson.JSONDecodeError as exc:
-            raise DataError(f"body is not JSON ({exc.msg} at character {exc.pos})") from None
+        document: Any = decode_json(body)
         try:
             PillBottleMessage.model_validate(document)
         except ValidationError as exc:
