@@ -163,7 +163,9 @@ class Pipeline:
             derived = self.rules.evaluate(conn, observations) if observations else []
             written += resources.upsert(conn, derived, raw.id)
         with self.telemetry.span("outbox"):
-            outbox.enqueue(conn, self.router.route(written))
+            # With the content, category/program filters decide here which outbox rows exist;
+            # resources without content here (merge rewrites) are filtered at delivery.
+            outbox.enqueue(conn, self.router.route(written, out.resources + derived))
         refs = [f"{r['resourceType']}/{r['id']}" for r in out.resources + derived]
         inbox.finish(conn, raw.id, out.status, error=out.error_text, resource_refs=refs,
                      notes=out.notes_text)
