@@ -13,6 +13,7 @@ A kind is stateless code; its state is the JSON dict of one (patient, rule) row 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,11 +24,13 @@ from hub.rules.readings import Sample
 State = dict[str, Any]
 
 
-class Kind:
-    """Default behaviour: nothing scheduled, nothing to flush."""
+class Kind(ABC):
+    """A rule kind. Each kind decides what a new sample does (``on_sample``); by default nothing
+    is scheduled and nothing is flushed."""
 
-    def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
+        """Update the rolling state ``st`` with one sample; raise or settle Flags via ``ctx``."""
 
     def flush(self, ctx: Ctx, st: State) -> None:
         return None
