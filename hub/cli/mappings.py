@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from hub.cli.report import CaseTally
 from hub.contracts import Measurement
 from hub.errors import ErrorLocation, MappingError
 from hub.fhir.ids import registry_id, stable_id
@@ -125,29 +126,19 @@ def test(
         typer.echo(f"hub: mappings under {root} do not load; fix them first "
                    "(hub mappings lint)", err=True)
         raise typer.Exit(1) from None
-    passed = failed = 0
+    tally = CaseTally()
     for test_file in golden.golden_files(target):
         try:
             spec = load_model(test_file, golden.GoldenFile)
         except MappingError as exc:
             _echo_problems(exc.problems)
-            failed += 1
+            tally.failed += 1
             continue
         results = golden.run_file(test_file, mapping_set, observation_builder(spec.mapping),
                                   update=update)
         for result in results:
-            shown = _relative(result.file)
-            if result.passed:
-                passed += 1
-                typer.echo(f"PASS {shown}: {result.name}")
-                continue
-            failed += 1
-            typer.echo(f"FAIL {shown}: {result.name}")
-            for problem in result.problems:
-                typer.echo(f"    {problem}")
-    typer.echo(f"{passed} passed, {failed} failed")
-    if failed or not passed:
-        raise typer.Exit(1)
+            tally.record(_relative(result.file), result.name, result.passed, result.problems)
+    tally.finish()
 
 
 @app.command("schema")

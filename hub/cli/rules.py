@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 import typer
 
+from hub.cli.report import CaseTally
 from hub.errors import MappingError
 from hub.mappings.catalogue import load_mapping_set
 from hub.mappings.yamlfile import load_model
@@ -87,20 +88,11 @@ def test(path: Path | None = typer.Argument(None, help="rules folder or one *.sc
                    err=True)
         raise typer.Exit(1) from None
     runner = Runner(program, mappings)
-    passed = failed = 0
+    tally = CaseTally()
     for file in scenario_files(target):
         result = runner.run(file)
-        if result.passed:
-            passed += 1
-            typer.echo(f"PASS {file.name}: {result.name}")
-            continue
-        failed += 1
-        typer.echo(f"FAIL {file.name}: {result.name}")
-        for problem in result.problems:
-            typer.echo(f"    {problem}")
-    typer.echo(f"{passed} passed, {failed} failed")
-    if failed or not passed:
-        raise typer.Exit(1)
+        tally.record(file.name, result.name, result.passed, result.problems)
+    tally.finish()
 
 
 @app.command("explain")
