@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlalchemy import DateTime as SADateTime
 from sqlmodel import Field, SQLModel
 
@@ -110,6 +110,16 @@ class DeviceAssignment(SQLModel, table=True):
     start: datetime = Field(sa_column=_ts())
     end: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     created_at: datetime = Field(sa_column=_ts())
+
+
+class RegistryEpoch(SQLModel, table=True):
+    """One row (id 1): a counter bumped by every change that moves identifier bindings (a patient
+    merge), so processes caching identifier → id bindings notice and drop them (hub.identity)."""
+
+    __tablename__ = "registry_epoch"
+
+    id: int = Field(primary_key=True)
+    epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class OutboxItem(SQLModel, table=True):
