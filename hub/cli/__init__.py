@@ -9,7 +9,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from hub.cli import convert, db, hl7, keys, mappings, mllp, rules, serve, simulate, sync
+from hub.cli import convert, db, hl7, keys, mappings, mllp, registry, rules, serve, simulate, sync
 from hub.errors import HubError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -20,6 +20,7 @@ app.add_typer(mappings.app, name="mappings")
 app.add_typer(hl7.app, name="hl7")
 app.command("mllp")(mllp.mllp)
 app.add_typer(rules.app, name="rules")
+app.add_typer(registry.app, name="registry")
 app.add_typer(simulate.app, name="simulate")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)

@@ -181,7 +181,14 @@ def epoch(conn: Connection, *, share: bool = False) -> int:
     if share:
         query = query.with_for_update(read=True)  # SQLite: no clause (one writer at a time)
     found = conn.execute(query).scalar()
+    if found is None and share:  # the migration creates the row; a truncated table lacks it,
+        _create_epoch_row(conn)  # and a missing row cannot be locked
+        found = conn.execute(query).scalar()
     return 0 if found is None else int(found)
+
+
+def _create_epoch_row(conn: Connection) -> None:
+    conn.execute(insert_for(conn, EPOCH).on_conflict_do_nothing(), {"id": _EPOCH_ROW, "epoch": 0})
 
 
 def bump_epoch(conn: Connection) -> int:
@@ -189,8 +196,7 @@ def bump_epoch(conn: Connection) -> int:
     commits); returns the new value."""
     bumped = conn.execute(update(EPOCH).where(EPOCH.c.id == _EPOCH_ROW)
                           .values(epoch=EPOCH.c.epoch + 1).returning(EPOCH.c.epoch)).scalar()
-    if bumped is None:  # the migration creates the row; a truncated table lacks it
-        conn.execute(insert_for(conn, EPOCH).on_conflict_do_nothing(),
-                     {"id": _EPOCH_ROW, "epoch": 0})
+    if bumped is None:
+        _create_epoch_row(conn)
         return bump_epoch(conn)
     return int(bumped)
