@@ -8,6 +8,8 @@ exit 2 (via ``hub.cli.main``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import cast
 
@@ -29,9 +31,14 @@ app = typer.Typer(no_args_is_help=True,
 GENDERS = ("male", "female", "other", "unknown")
 
 
-def _engine() -> Engine:
+@contextmanager
+def _engine() -> Iterator[Engine]:
     settings = Settings()
-    return make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _route() -> admin.Route:
@@ -94,8 +101,10 @@ def device(
             raise RequestError("--type must be written system|code or system|code|display")
         kind = Code(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
     idents = [parse_identifier(i) for i in identifier]
-    _echo_registered(admin.register_device(_engine(), idents, device_type=kind, model=model,
-                                           manufacturer=manufacturer, route=_route()))
+    with _engine() as engine:
+        found = admin.register_device(engine, idents, device_type=kind, model=model,
+                                      manufacturer=manufacturer, route=_route())
+    _echo_registered(found)
 
 
 @app.command("patient")
@@ -116,9 +125,11 @@ def patient(
     if gender is not None and gender not in GENDERS:
         raise RequestError(f"--gender must be one of {', '.join(GENDERS)}")
     idents = [parse_identifier(i) for i in identifier]
-    _echo_registered(admin.register_patient(
-        _engine(), idents, family=family, given=given or None, birth_date=born,
-        gender=cast(Gender | None, gender), route=_route()))
+    with _engine() as engine:
+        found = admin.register_patient(engine, idents, family=family, given=given or None,
+                                       birth_date=born, gender=cast(Gender | None, gender),
+                                       route=_route())
+    _echo_registered(found)
 
 
 @app.command("assign")
@@ -129,10 +140,12 @@ def assign(
     end: str | None = typer.Option(None, "--end", help="ISO 8601 with offset (default: open)"),
 ) -> None:
     """Assign a registered device to a registered patient for [start, end)."""
-    made = admin.assign(_engine(), parse_identifier(device_ident, "DEVICE"),
-                        parse_identifier(patient_ident, "PATIENT"),
-                        parse_instant(start, "--start"),
-                        None if end is None else parse_instant(end, "--end"))
+    device, patient = parse_identifier(device_ident, "DEVICE"), parse_identifier(patient_ident,
+                                                                                "PATIENT")
+    since, until = parse_instant(start, "--start"), None if end is None else parse_instant(
+        end, "--end")
+    with _engine() as engine:
+        made = admin.assign(engine, device, patient, since, until)
     typer.echo(f"assignment {made.assignment.id}: Device/{made.assignment.device_id} → "
                f"Patient/{made.assignment.patient_id} from {_iso(made.assignment.start)} until "
                f"{_iso(made.assignment.end)} (released {made.released} quarantined messages)")
@@ -144,8 +157,9 @@ def unassign(
     at: str = typer.Option("now", "--at", help="when the device left the patient"),
 ) -> None:
     """End the device's assignment in force at --at (default now) there."""
-    ended = admin.unassign(_engine(), parse_identifier(device_ident, "DEVICE"),
-                           parse_instant(at, "--at"))
+    device, when = parse_identifier(device_ident, "DEVICE"), parse_instant(at, "--at")
+    with _engine() as engine:
+        ended = admin.unassign(engine, device, when)
     what = "removed" if ended.removed else f"ended at {_iso(ended.assignment.end)}"
     typer.echo(f"assignment {ended.assignment.id} {what} (released {ended.released} "
                "quarantined messages)")
@@ -158,10 +172,10 @@ def list_(
     at: str | None = typer.Option(None, "--at", help="only those in force then"),
 ) -> None:
     """Assignments: id, device, its identifiers, patient, start, end (tab-separated)."""
-    found = admin.list_assignments(
-        _engine(),
-        device=None if device_ident is None else parse_identifier(device_ident, "--device"),
-        patient=None if patient_ident is None else parse_identifier(patient_ident, "--patient"),
-        at=None if at is None else parse_instant(at, "--at"))
+    device = None if device_ident is None else parse_identifier(device_ident, "--device")
+    patient = None if patient_ident is None else parse_identifier(patient_ident, "--patient")
+    when = None if at is None else parse_instant(at, "--at")
+    with _engine() as engine:
+        found = admin.list_assignments(engine, device=device, patient=patient, at=when)
     for view in found:
         typer.echo(_line(view))

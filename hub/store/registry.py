@@ -44,11 +44,12 @@ def lookup(conn: Connection, res_type: str, ident: Identifier) -> str | None:
 
 def bind(conn: Connection, res_type: str, ident: Identifier, res_id: str) -> tuple[str, bool]:
     """Bind identifier → id unless already bound: (the id bound now, whether this call bound it)."""
+    # RETURNING says whether this insert happened (rowcount is -1 with psycopg here).
     inserted = conn.execute(
-        insert_for(conn, IDX).on_conflict_do_nothing(),
+        insert_for(conn, IDX).on_conflict_do_nothing().returning(IDX.c.res_id),
         {"res_type": res_type, "system": ident.system, "value": ident.value, "res_id": res_id},
-    ).rowcount
-    if inserted:
+    ).first()
+    if inserted is not None:
         return res_id, True
     bound = lookup(conn, res_type, ident)
     return (bound if bound is not None else res_id), False
