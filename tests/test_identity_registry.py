@@ -55,7 +55,7 @@ def test_register_device_writes_a_valid_fhir_device_and_updates_it_in_place(hub:
     serial = Identifier("urn:acme:serial", "AC-2291")
     first = admin.register_device(
         hub.engine, [serial], device_type=Code("urn:iso:std:iso:11073:10101", "528391",
-                                               "MDC_DEV_SPEC_PROFILE_BPM"),
+                                               "MDC_DEV_SPEC_PROFILE_BP"),
         model="BP-200", manufacturer="Acme")
     assert first.created
     device = first.resource

@@ -75,7 +75,7 @@ class DeviceIn(_Body):
 class PatientIn(_Body):
     identifier: list[IdentifierIn] = Field(min_length=1, description="bound to this Patient")
     family: str | None = Field(None, min_length=1)
-    given: list[str] | None = None
+    given: list[Annotated[str, Field(min_length=1)]] | None = None
     birthDate: date | None = Field(None, description="FHIR Patient.birthDate")
     gender: Gender | None = None
 
