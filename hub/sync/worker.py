@@ -29,6 +29,7 @@ from hub.store.db import utcnow
 from hub.sync.config import DestinationsFile
 from hub.sync.policy import Attempt, Verdict, to_result
 from hub.sync.senders import Sender, build_sender
+from hub.telemetry import Telemetry
 
 log = logging.getLogger("hub.sync")
 # httpx logs every request at INFO with its URL (resource ids, identifier searches): at sync
@@ -41,8 +42,10 @@ class SyncWorker:
     """Drains the outbox for the configured destinations (see module docstring)."""
 
     def __init__(self, engine: Engine, config: DestinationsFile, *, lease_secs: float = 300.0,
-                 poll_secs: float = 0.2, senders: dict[str, Sender] | None = None) -> None:
+                 poll_secs: float = 0.2, senders: dict[str, Sender] | None = None,
+                 telemetry: Telemetry | None = None) -> None:
         self.engine = engine
+        self.telemetry = telemetry or Telemetry.disabled()
         self.config = config
         self.lease_secs = lease_secs
         self.poll_secs = poll_secs
@@ -74,18 +77,23 @@ class SyncWorker:
         if not items:
             sender.breaker.cancel_probe()
             return 0
-        attempts = sender.deliver(items, stop)
-        self._maybe_crash(attempts.values())
-        now = utcnow()
-        results = [to_result(item, attempts.get(item.id, _NO_OUTCOME), limits, now)
-                   for item in items]
-        with self._db_turn:
-            delivery.finish(self.engine, name, results)
-        if log.isEnabledFor(logging.DEBUG):
+        # One span per step (a Bundle's worth of rows); destination name and counts only.
+        with self.telemetry.span("deliver", destination=name, batch=len(items)) as span:
+            attempts = sender.deliver(items, stop)
+            self._maybe_crash(attempts.values())
+            now = utcnow()
+            results = [to_result(item, attempts.get(item.id, _NO_OUTCOME), limits, now)
+                       for item in items]
+            with self._db_turn:
+                delivery.finish(self.engine, name, results)
             tally: dict[str, int] = {}
             for r in results:
                 tally[r.status] = tally.get(r.status, 0) + 1
-            log.debug("destination %s: %s", name, tally)  # counts only: no resource content
+            self.telemetry.annotate(span, delivered=tally.get("delivered", 0),
+                                    retried=tally.get("pending", 0), dead=tally.get("dead", 0),
+                                    skipped=tally.get("skipped", 0))
+        self.telemetry.count_deliveries(name, tally)
+        log.debug("destination %s: %s", name, tally)  # counts only: no resource content
         return len(items)
 
     def _maybe_crash(self, attempts: Iterable[Attempt]) -> None:
