@@ -19,12 +19,13 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Iterable
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from hub.store import delivery
+from hub.store import delivery, heartbeats
 from hub.store.db import utcnow
 from hub.sync.config import DestinationsFile
 from hub.sync.policy import Attempt, Verdict, to_result
@@ -43,8 +44,10 @@ class SyncWorker:
 
     def __init__(self, engine: Engine, config: DestinationsFile, *, lease_secs: float = 300.0,
                  poll_secs: float = 0.2, senders: dict[str, Sender] | None = None,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, heartbeat_secs: float = 2.0) -> None:
         self.engine = engine
+        self.worker_id = str(uuid.uuid4())
+        self.heartbeat_secs = heartbeat_secs
         self.telemetry = telemetry or Telemetry.disabled()
         self.config = config
         self.lease_secs = lease_secs
@@ -132,10 +135,36 @@ class SyncWorker:
             if claimed == 0:
                 stop.wait(self.poll_secs)
 
+    def heartbeat(self, names: Iterable[str]) -> dict[str, int]:
+        """Record this worker as serving ``names`` and pace each at 1 / live workers of its
+        limits (see :mod:`hub.store.heartbeats`); returns the live counts."""
+        live = heartbeats.beat(self.engine, self.worker_id, names,
+                               ttl=self.heartbeat_secs * 3)
+        for name, n in live.items():
+            self.senders[name].pacer.set_workers(n)
+        return live
+
+    def _beat(self, names: list[str]) -> None:
+        try:
+            self.heartbeat(names)
+        except OperationalError as exc:  # keep the last share; the lanes report the outage
+            log.warning("sync heartbeat: database unavailable (%s)", type(exc.orig).__name__)
+
+    def _beat_until(self, stop: threading.Event, names: list[str]) -> None:
+        while not stop.wait(self.heartbeat_secs):
+            self._beat(names)
+        with contextlib.suppress(OperationalError):  # else its rows stop counting after the ttl
+            heartbeats.forget(self.engine, self.worker_id)
+
     def run(self, stop: threading.Event, names: Iterable[str] | None = None) -> None:
-        """Run every lane of every (or the named) destination until ``stop`` is set."""
+        """Run every lane of every (or the named) destination until ``stop`` is set, sharing
+        each destination's rate limits with the other live sync workers."""
         chosen = list(names) if names is not None else list(self.senders)
-        threads = []
+        self._beat(chosen)  # before the first request: a newcomer starts at its share
+        beating = threading.Thread(target=self._beat_until, args=(stop, chosen), daemon=True,
+                                   name="hub-sync-heartbeat")
+        beating.start()
+        threads = [beating]
         for name in chosen:
             for n in range(self.senders[name].limits.concurrency):
                 thread = threading.Thread(target=self.lane, args=(name, stop), daemon=True,
