@@ -106,10 +106,11 @@ def test_missing_password_variable_is_a_configuration_error(
 ) -> None:
     path = tmp_path / "mqtt.yaml"
     path.write_text("version: 1\nbroker: {client_id: hub-1, username: hub, "
-                    "password_env: HUB_TEST_MQTT_PW}\nsubscriptions: [{filter: a/#, source: hub}]\n")
+                    "password_env: HUB_TEST_MQTT_PW}\n"
+                    "subscriptions: [{filter: a/#, source: hub}]\n")
     config = load_mqtt_file(path, ["hub"])
     monkeypatch.delenv("HUB_TEST_MQTT_PW", raising=False)
-    with pytest.raises(ConfigurationError, match="HUB_TEST_MQTT_PW .* is not set"):
+    with pytest.raises(ConfigurationError, match=r"HUB_TEST_MQTT_PW .* is not set"):
         config.broker.password()
     monkeypatch.setenv("HUB_TEST_MQTT_PW", "s3cret")
     assert config.broker.password() == "s3cret"
