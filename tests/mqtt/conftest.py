@@ -11,6 +11,7 @@ with the reason, as the PostgreSQL tests do.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -110,6 +111,8 @@ class OwnBroker:
         self.log = workdir / "mosquitto.log"
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
+            # As root, mosquitto would switch to user "mosquitto", who cannot write here.
+            f"user {getpass.getuser()}\n"
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\n"
             f"log_dest file {self.log}\nlog_type all\nconnection_messages true\n")
