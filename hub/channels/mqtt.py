@@ -107,7 +107,7 @@ def examine(config: MqttFile, hub: Hub, delivery: Any) -> Door:
         return Door(UNROUTED_SOURCE, "unrouted", "application/octet-stream",
                     inbox.STATUS_FAILED, f"no subscription routes topic '{topic}'", fallback_key)
     connector = hub.connectors.get(sub.source)
-    ctype = content_type(sub, connector.content_types)
+    ctype = content_type(sub, connector.content_types, delivery.content_type)
     key = _property_key(sub, delivery.user_properties) or fallback_key
     limit = hub.settings.max_body_bytes
     if len(payload) > limit:
@@ -129,9 +129,14 @@ def examine(config: MqttFile, hub: Hub, delivery: Any) -> Door:
     return Door(sub.source, sub.filter, ctype, inbox.STATUS_RECEIVED, None, key)
 
 
-def content_type(sub: Subscription, accepted: frozenset[str]) -> str:
+def content_type(sub: Subscription, accepted: frozenset[str], announced: str | None) -> str:
+    """The subscription's content type if set; else the message's own (MQTT 5 Content Type
+    property) when the source accepts it; else the source's JSON type (or its only one)."""
     if sub.content_type is not None:
         return sub.content_type
+    media = (announced or "").split(";", 1)[0].strip().lower()
+    if media in accepted:
+        return media
     return "application/json" if "application/json" in accepted else sorted(accepted)[0]
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from hub.channels.mqtt_config import filter_problem, load_mqtt_file, topic_matches
+from hub.channels.mqtt import content_type
+from hub.channels.mqtt_config import (
+    Subscription,
+    filter_problem,
+    load_mqtt_file,
+    topic_matches,
+)
 from hub.errors import ConfigurationError
 from hub.registry import ConnectorRegistry
 from tests.conftest import REPO
@@ -146,3 +152,16 @@ def test_cli_without_a_file_says_how_to_configure(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.decode().startswith("hub: no MQTT file: pass --config, set "
                                            "HUB_MQTT_FILE or create ./mqtt.yaml")
+
+
+def test_content_type_precedence() -> None:
+    json_only = frozenset({"application/json"})
+    hl7 = frozenset({"x-application/hl7-v2+er7", "application/hl7-v2", "text/plain"})
+    plain = Subscription(filter="a/#", source="hub")
+    fixed = Subscription(filter="a/#", source="hl7v2", content_type="text/plain")
+    assert content_type(plain, json_only, None) == "application/json"
+    assert content_type(plain, json_only, "text/csv") == "application/json"  # not accepted
+    assert content_type(plain, hl7, "X-Application/HL7-v2+ER7; charset=utf-8") == \
+        "x-application/hl7-v2+er7"
+    assert content_type(plain, hl7, None) == "application/hl7-v2"
+    assert content_type(fixed, hl7, "application/hl7-v2") == "text/plain"
