@@ -249,7 +249,11 @@ class MqttChannel:
                     stop_after = True
                     break
                 batch.append(nxt)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # never let the writer die: the channel would stall
+                log.error("MQTT writer failed (%s); %d message(s) left unacknowledged for the "
+                          "broker to send again", type(exc).__name__, len(batch))
             if stop_after:
                 return
 

@@ -165,3 +165,15 @@ def test_content_type_precedence() -> None:
         "x-application/hl7-v2+er7"
     assert content_type(plain, hl7, None) == "application/hl7-v2"
     assert content_type(fixed, hl7, "application/hl7-v2") == "text/plain"
+
+
+def test_serve_refuses_to_start_with_a_broken_mqtt_file(tmp_path: Path) -> None:
+    path = tmp_path / "mqtt.yaml"
+    path.write_text(BROKEN)
+    env = {"HUB_DATABASE_URL": f"sqlite:///{tmp_path}/hub.db", "HUB_MQTT_FILE": str(path),
+           "HUB_MLLP_ENABLED": "false", "PATH": "/usr/bin:/bin", "OTEL_TRACES_EXPORTER": "none"}
+    done = subprocess.run([sys.executable, "-m", "hub", "serve", "--port", "1"], cwd=REPO,
+                          capture_output=True, timeout=120, env=env)
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert f"hub: {path}: invalid MQTT file\n" in err and "Traceback" not in err

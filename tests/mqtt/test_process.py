@@ -127,6 +127,9 @@ def test_kill_9_after_puback_loses_nothing_and_serve_gets_what_came_while_down(
     assert sorted(inbox_rows(engine)) == sorted([(reading(1), "processed", 1),
                                                  (reading(2), "processed", 1)])
     assert own_broker.count(f"Received PUBACK from {HUB_ID}") == 2
+    for output in (first.output(), serve.output()):  # no topic (device ids), no payload
+        assert "devices/a/" not in output and "devices/b/" not in output
+        assert "mqtt-dev-" not in output and "mqtt-pat-" not in output
 
 
 def test_no_puback_before_the_durable_write(
