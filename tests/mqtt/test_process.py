@@ -35,11 +35,12 @@ HUB_ID = "hub-under-test"  # the hub's client id: names its session and its line
 HR = "http://loinc.org|8867-4"
 
 
-def write_config(tmp_path: Path, broker: OwnBroker) -> Path:
+def write_config(tmp_path: Path, broker: OwnBroker, reconnect_secs: int = 3) -> Path:
     path = tmp_path / "mqtt.yaml"
     path.write_text(
         f"version: 1\nbroker:\n  host: 127.0.0.1\n  port: {broker.port}\n"
-        f"  client_id: {HUB_ID}\n  reconnect_min_secs: 3\n  reconnect_max_secs: 3\n"
+        f"  client_id: {HUB_ID}\n  reconnect_min_secs: {reconnect_secs}\n"
+        f"  reconnect_max_secs: {reconnect_secs}\n"
         "subscriptions:\n  - filter: devices/+/readings\n    source: hub\n")
     return path
 
@@ -166,7 +167,9 @@ def test_broker_restarts_lose_nothing_and_duplicate_nothing(
     db_url = f"sqlite:///{tmp_path}/hub.db"
     upgrade(db_url)
     engine = create_engine(db_url)
-    env = hub_env(db_url, HUB_MQTT_FILE=str(write_config(tmp_path, own_broker)))
+    # The hub retries every 5 s: time for the test to restart the broker and publish first.
+    config = write_config(tmp_path, own_broker, reconnect_secs=5)
+    env = hub_env(db_url, HUB_MQTT_FILE=str(config))
     hub = HubProcess(env, tmp_path / "mqtt-1.log", "mqtt", "--worker", "--no-migrate")
     try:
         hub.wait_for_log("MQTT subscribed to devices/+/readings")
@@ -174,7 +177,7 @@ def test_broker_restarts_lose_nothing_and_duplicate_nothing(
         own_broker.wait_for(f"Received PUBACK from {HUB_ID}")
 
         # 1. The broker restarts under a running hub; a message is published before the hub
-        #    is back (it retries every 3 s): the resumed session holds it for the hub.
+        #    is back: the resumed session holds it for the hub.
         own_broker.stop()
         hub.wait_for_log("MQTT disconnected")
         own_broker.start()
