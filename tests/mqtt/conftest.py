@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -67,9 +68,14 @@ def prefix() -> str:
 
 
 def publish(host: str, port: int, topic: str, payload: bytes, *, qos: int = 1,
-            user_properties: list[tuple[str, str]] | None = None, timeout: float = 10) -> None:
+            user_properties: list[tuple[str, str]] | None = None, timeout: float = 10,
+            ca_file: Path | None = None, auth: tuple[str, str] | None = None) -> None:
     """Publish one message and wait for the broker's PUBACK (the broker owns it then)."""
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    if ca_file is not None:
+        client.tls_set_context(ssl.create_default_context(cafile=str(ca_file)))
+    if auth is not None:
+        client.username_pw_set(*auth)
     client.connect(host, port)
     client.loop_start()
     try:
@@ -104,7 +110,7 @@ def purge_session(host: str, port: int, client_id: str) -> None:
 class OwnBroker:
     """A ``mosquitto`` process on a free port, with persistence, that a test can restart."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, extra: str = "allow_anonymous true\n") -> None:
         self.binary = binary
         self.port = free_port()
         self.dir = workdir
@@ -113,7 +119,7 @@ class OwnBroker:
         self.conf.write_text(
             # As root, mosquitto would switch to user "mosquitto", who cannot write here.
             f"user {getpass.getuser()}\n"
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"listener {self.port} 127.0.0.1\n{extra}"
             f"persistence true\npersistence_location {workdir}/\n"
             f"log_dest file {self.log}\nlog_type all\nconnection_messages true\n")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -147,16 +153,21 @@ class OwnBroker:
             time.sleep(0.05)
 
 
+def find_binary(name: str) -> str:
+    """A Mosquitto program (PATH, then /usr/sbin where Debian puts the broker)."""
+    found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists()
+                                   else None)
+    if found is None:
+        _missing(f"{name} is not installed (Debian package mosquitto)")
+    assert found is not None
+    return found
+
+
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                           if Path("/usr/sbin/mosquitto").exists() else None)
-    if binary is None:
-        _missing("the mosquitto broker is not installed")
-    assert binary is not None
     workdir = tmp_path / "broker"
     workdir.mkdir()
-    broker = OwnBroker(binary, workdir)
+    broker = OwnBroker(find_binary("mosquitto"), workdir)
     broker.start()
     yield broker
     broker.stop()

@@ -189,3 +189,23 @@ def test_messages_published_while_the_channel_is_away_arrive_on_reconnect(
     wait_until(lambda: channel.stats.acked == 3, what="the queued messages")
     assert channel._subscriber.stats.sessions_resumed == 1
     assert sorted(bytes(r.body) for r in rows(hub)) == sorted(bodies)
+
+
+def test_a_shared_subscription_splits_the_stream_between_hubs_without_duplicates(
+    hub: Hub, system_broker: tuple[str, int], prefix: str, channels: list[MqttChannel]
+) -> None:
+    shared = [{"filter": f"$share/{prefix}/{prefix}/devices/#", "source": "hub"}]
+    one = start(hub, config(prefix, system_broker, shared), channels)
+    two = start(hub, config(f"{prefix}-2", system_broker, shared), channels)
+    try:
+        bodies = [orjson.dumps(canonical(1, device=f"{prefix}-{n}")) for n in range(20)]
+        for n, body in enumerate(bodies):
+            publish(*system_broker, f"{prefix}/devices/{n}", body)
+        wait_until(lambda: one.stats.acked + two.stats.acked == 20, what="twenty PUBACKs")
+        assert one.stats.stored and two.stats.stored  # each hub took its share
+        assert sorted(bytes(r.body) for r in rows(hub)) == sorted(bodies)
+        assert one.stats.duplicates == two.stats.duplicates == 0
+    finally:
+        for channel in (one, two):
+            stop(channel, channels)
+        purge_session(*system_broker, f"{prefix}-2")
