@@ -16,7 +16,7 @@ from datetime import tzinfo
 from functools import lru_cache
 from typing import Any
 
-from hub.contracts import Code, Concept, Extraction, Identifier
+from hub.contracts import Code, Concept, Extraction, Identifier, ReportDraft
 from hub.errors import DataError
 from hub.fhir.ids import registry_id, stable_id
 from hub.hl7v2 import EncodingChars, Message, Segment
@@ -61,6 +61,7 @@ class Context:
     prefix: str
     times: dict[tuple[int, tuple[int, ...]], Hl7Time | None] = field(default_factory=dict)
     mds_equipment: dict[tuple[int, int], Identifier] = field(default_factory=dict)
+    reports: dict[int, ReportDraft] = field(default_factory=dict)  # OBR group → its report
 
 
 def read_rows(msg: Message, ctx: Context, out: Extraction) -> list[Row]:

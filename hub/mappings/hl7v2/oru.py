@@ -73,6 +73,7 @@ from hub.mappings.hl7v2.identifiers import (
     patient_identifier,
     sender_identifier,
 )
+from hub.mappings.hl7v2.report import report_drafts
 from hub.mappings.hl7v2.tables import CompiledSender, Hl7v2Maps
 from hub.mappings.hl7v2.times import offset_zone, parse_dtm
 from hub.mappings.hl7v2.values import (
@@ -116,6 +117,7 @@ def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
     rows = read_rows(msg, ctx, out)
     if not rows:
         raise DataError("the ORU^R01 holds no OBX segment", location=f"{prefix}OBX")
+    ctx.reports = report_drafts(msg, ctx, out)
     devices: dict[str, dict[str, Any]] = {}
     device_tree(rows, ctx, devices)
     slots: list[Measurement | None] = []
@@ -213,6 +215,7 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
         effective_text=when.fhir() if when.precision in ("year", "month", "day") else None,
         device_is_equipment=is_equipment,
         gateway=ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None,
+        report=ctx.reports.get(row.group),
     )
     m = Measurement(type="", time=when.when, device=device, values={}, patient=ctx.patient,
                     mapping=target.mapping if target else HL7V2_REF,
@@ -323,7 +326,8 @@ def _group_panels(parts: dict[tuple[Any, ...], list[_Part]], slots: list[Measure
             detail=ObservationDetail(
                 codings=panel_codes, component_codings={p.input: p.codings for p in found},
                 effective_text=detail.effective_text,
-                device_is_equipment=detail.device_is_equipment, gateway=detail.gateway),
+                device_is_equipment=detail.device_is_equipment, gateway=detail.gateway,
+                report=detail.report),
         )
         slots[found[0].slot] = panel
         for part in found[1:]:
