@@ -114,6 +114,22 @@ class ReferenceRange:
     high: Quantity | None = None
 
 
+@dataclass(slots=True, eq=False)
+class ReportDraft:
+    """A report grouping readings (an HL7v2 OBR → DiagnosticReport), as far as the message says.
+
+    ``resource`` is the FHIR resource without ``subject``, ``result`` and ``meta``: those exist
+    only once the readings are Observations. Normalize completes it from each Observation it
+    builds for a reading whose ``ObservationDetail.report`` is this draft, and puts the report
+    into ``sink`` (the Extraction's ``resources``, which the pipeline reads after building the
+    readings) with its first result: a report none of whose readings could be built is not
+    written.
+    """
+
+    resource: dict[str, Any]
+    sink: list[dict[str, Any]]
+
+
 @dataclass(slots=True)
 class ObservationDetail:
     """What a richer source (HL7v2 OBX) says about a reading beyond type, time and values.
@@ -139,6 +155,7 @@ class ObservationDetail:
     effective_text: str | None = None  # FHIR dateTime when coarser than seconds (a bare date)
     device_is_equipment: bool = True  # False: ``device`` only identifies the sending system
     gateway: Identifier | None = None  # the gateway that relayed the reading, if not the device
+    report: ReportDraft | None = None  # the report (OBR) this reading is a result of
 
 
 @dataclass(slots=True)
@@ -184,6 +201,8 @@ class Extraction:
 
     Patients and devices given here carry business identifiers; the pipeline binds every one of
     them in the identity registry (so a later reading naming any of them finds this resource).
+    ``resources`` is read once the measurements are built: reports (``ReportDraft``) join it as
+    their readings become Observations.
     """
 
     measurements: list[Measurement] = field(default_factory=list)

@@ -196,6 +196,9 @@ class Pipeline:
                 for raw in claimed:
                     with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
                         status = self._process_isolated(conn, raw, resolver).status
+                        # Replies owed to the sender (HL7v2 deferred application ACKs), with
+                        # the outcome they report: hub.sync.replies.
+                        outbox.enqueue(conn, self.router.replies(raw, status))
                     outcomes.append((raw.source, status))
                     raw.body = b""  # the claimed bodies are not needed past their message
                     if time.monotonic() > deadline:

@@ -71,12 +71,21 @@ def content_checks(msg: Message) -> None:
     if not obxs:
         raise Hl7ParseError("ORU without an OBX segment", "OBX",
                             error_code=ErrorCode.SEGMENT_SEQUENCE_ERROR)
+    enc = msg.encoding
     for obx in obxs:
-        if obx.field(2).strip().upper() in _NUMERIC and len(obx.repetitions(5)) == 1:
-            value = obx.field(5).strip().lstrip("<>=")
-            if value and not _is_number(value):
-                raise Hl7ParseError("OBX-5 is not a number although OBX-2 says NM", "OBX", 5,
-                                    sequence=obx.sequence, error_code=ErrorCode.DATA_TYPE_ERROR)
+        # Raw text first: a plain "NM" and a plain number need no unescaping or splitting
+        # (this runs for every OBX at the door and again in the worker).
+        if obx.raw(2) != "NM" and obx.field(2).strip().upper() not in _NUMERIC:
+            continue
+        raw = obx.raw(5)
+        if enc.repetition in raw:
+            continue  # repeated NM values: the mapping reports them per row
+        if enc.component in raw or enc.subcomponent in raw or enc.escape in raw:
+            raw = obx.field(5)
+        value = raw.strip().lstrip("<>=")
+        if value and not (value.isascii() and value.isdigit()) and not _is_number(value):
+            raise Hl7ParseError("OBX-5 is not a number although OBX-2 says NM", "OBX", 5,
+                                sequence=obx.sequence, error_code=ErrorCode.DATA_TYPE_ERROR)
 
 
 def _is_number(text: str) -> bool:

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from hub.api.deps import ClientDep, HubDep
 from hub.api.errors import ApiError
 from hub.store import delivery, inbox
+from hub.sync.replies import ACK_TYPE, HL7V2_SOURCE
 
 router = APIRouter(tags=["messages"])
 
@@ -21,6 +22,9 @@ async def get_message(message_id: str, hub: HubDep, client: ClientDep) -> dict[s
     found = await run_in_threadpool(inbox.get, hub.engine, message_id)
     if found is None or not client.may_post(found["source"]):
         raise ApiError(404, f"no message {message_id}")
-    # Delivery status per resource per destination (the sync lineage).
-    found["delivery"] = await run_in_threadpool(delivery.lineage, hub.engine, found["resources"])
+    # Delivery status per resource per destination (the sync lineage); for HL7v2, also of the
+    # deferred application ACK owed to the sender (hub.sync.replies), under hl7v2-ack/{id}.
+    refs = found["resources"] + ([f"{ACK_TYPE}/{message_id}"]
+                                 if found["source"] == HL7V2_SOURCE else [])
+    found["delivery"] = await run_in_threadpool(delivery.lineage, hub.engine, refs)
     return found

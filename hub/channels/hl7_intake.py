@@ -12,7 +12,8 @@
 
 Which ACK goes back follows MSH-15/16 (``hub.hl7v2.plan_acks``): original mode AA/AE/AR; enhanced
 mode the accept ACK CA/CE/CR when MSH-15 asks for it, else the application ACK when MSH-16 asks
-(IHE PCD-01's NE/AL), else nothing. A second, deferred application ACK (AL/AL) is not sent.
+(IHE PCD-01's NE/AL), else nothing. An application ACK still owed once the worker has processed
+the message (e.g. AL/AL) is sent later to the sender's return address (``hub.sync.replies``).
 
 ``store`` makes it durable and only then returns the answer to send. Duplicates: the dedupe key
 is MSH-3 + MSH-4 + MSH-10 plus the number of the dedupe window the message arrived in

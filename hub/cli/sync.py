@@ -21,7 +21,12 @@ from hub.settings import Settings
 from hub.store import delivery
 from hub.store.db import make_engine
 from hub.sync import keys as signing_keys
-from hub.sync.config import DestinationsFile, load_destinations, resolve_destinations_file
+from hub.sync.config import (
+    DestinationsFile,
+    Hl7v2AckDestination,
+    load_destinations,
+    resolve_destinations_file,
+)
 from hub.sync.routing import OutboxRouter
 from hub.sync.senders import build_sender
 from hub.sync.settings import SyncSettings
@@ -53,6 +58,9 @@ def destinations_list() -> None:
     for d in _destinations().destinations:
         route = d.route
         takes = ",".join(route.resource_types) or "all types"
+        if isinstance(d, Hl7v2AckDestination):
+            takes = (f"application ACKs to MSH-3={d.match.sending_application or '*'} "
+                     f"MSH-4={d.match.sending_facility or '*'}")
         if route.categories:
             takes += f" category={','.join(route.categories)}"
         if route.programs:
@@ -64,7 +72,7 @@ def destinations_list() -> None:
 @destinations_app.command("check")
 def destinations_check(name: str = typer.Argument(..., help="destination name")) -> None:
     """Validate the file and make one cheap real call (GET metadata, MLLP connect)."""
-    sender = build_sender(_destinations(), name)
+    sender = build_sender(_destinations(), name, _engine())
     try:
         typer.echo(sender.check())
     except (HubError, OSError) as exc:
@@ -123,7 +131,9 @@ def replay(
 ) -> None:
     """Queue every resource changed since T for destination D (e.g. backfill a new one)."""
     config = _destinations()
-    config.get(destination)
+    if isinstance(config.get(destination), Hl7v2AckDestination):
+        raise ConfigurationError(f"{destination} carries HL7v2 ACKs, not resources: "
+                                 "nothing to replay (hub dlq replay resends dead ACKs)")
     route = OutboxRouter.from_config(config).get(destination)
     queued = delivery.enqueue_since(
         _engine(), destination, _parse_since(since),

@@ -18,7 +18,8 @@ from typing import Any, Literal
 from hub.fhir.ids import URI_SYSTEM, stable_id
 
 FHIR_VERSION = "4.0.1"
-RESOURCE_TYPES: tuple[str, ...] = ("Observation", "Patient", "Device", "Flag", "Communication")
+RESOURCE_TYPES: tuple[str, ...] = ("Observation", "Patient", "Device", "Flag", "Communication",
+                                   "DiagnosticReport")
 
 # How a parameter is evaluated; hub.store.search maps each kind to indexed columns.
 Kind = Literal[
@@ -114,6 +115,23 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
         SearchParam("sent", "date", "effective", "Communication.sent. " + _DATE_DOC,
                     _SP + "Communication-sent"),
     ),
+    "DiagnosticReport": (
+        _ID, _UPDATED,
+        _patient(_SP + "clinical-patient"),
+        _subject("Patient, Group, Device, Location", _SP + "DiagnosticReport-subject"),
+        SearchParam("code", "token", "code",
+                    "code, system|code or |code (no system); matches any coding of "
+                    "DiagnosticReport.code.", _SP + "clinical-code"),
+        SearchParam("date", "date", "effective",
+                    "DiagnosticReport.effective[x] (a period by its start). " + _DATE_DOC,
+                    _SP + "clinical-date"),
+        SearchParam("category", "token", "category",
+                    "code or system|code of the first category's first coding (the system, if "
+                    "given, must be HL7 table 0074, the diagnostic service section).",
+                    _SP + "DiagnosticReport-category"),
+        SearchParam("status", "token", "status", "DiagnosticReport.status.",
+                    _SP + "DiagnosticReport-status"),
+    ),
 }
 
 # The category column keeps only the code; a system in a search must be the standard one.
@@ -121,6 +139,7 @@ CATEGORY_SYSTEMS: dict[str, str] = {
     "Observation": "http://terminology.hl7.org/CodeSystem/observation-category",
     "Flag": "http://terminology.hl7.org/CodeSystem/flag-category",
     "Communication": "http://terminology.hl7.org/CodeSystem/communication-category",
+    "DiagnosticReport": "http://terminology.hl7.org/CodeSystem/v2-0074",
 }
 
 # Subject reference targets, for a bare id given to ``subject``.
@@ -129,6 +148,7 @@ SUBJECT_TARGETS: dict[str, tuple[str, ...]] = {
     "Flag": ("Patient", "Location", "Group", "Organization", "Practitioner", "PlanDefinition",
              "Medication", "Procedure"),
     "Communication": ("Patient", "Group"),
+    "DiagnosticReport": ("Patient", "Group", "Device", "Location"),
 }
 
 # _sort keys per type → kind of the sorted column ("id" sorts by the logical id).
@@ -138,6 +158,7 @@ SORTS: dict[str, dict[str, Kind]] = {
     "Device": {"_lastUpdated": "last_updated", "_id": "id"},
     "Flag": {"date": "effective", "_lastUpdated": "last_updated", "_id": "id"},
     "Communication": {"sent": "effective", "_lastUpdated": "last_updated", "_id": "id"},
+    "DiagnosticReport": {"date": "effective", "_lastUpdated": "last_updated", "_id": "id"},
 }
 
 # Required-binding status codes (R4): fhir.resources types them as plain codes, so the hub
@@ -149,6 +170,9 @@ STATUS_CODES: dict[str, frozenset[str]] = {
     "Communication": frozenset({"preparation", "in-progress", "not-done", "on-hold", "stopped",
                                 "completed", "entered-in-error", "unknown"}),
     "Device": frozenset({"active", "inactive", "entered-in-error", "unknown"}),
+    "DiagnosticReport": frozenset({"registered", "partial", "preliminary", "final", "amended",
+                                   "corrected", "appended", "cancelled", "entered-in-error",
+                                   "unknown"}),
 }
 
 DEFAULT_COUNT = 50

@@ -16,6 +16,7 @@ from hub.hl7v2.ack import (
     ack_mode,
     build_ack,
     build_reject_ack,
+    deferred_application_ack,
     new_control_id,
     plan_acks,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "check_header",
     "codec_for_charset",
     "decode_bytes",
+    "deferred_application_ack",
     "escape",
     "frame",
     "new_control_id",

@@ -13,6 +13,12 @@ Acknowledgement modes (HL7 v2 chapter 2, tables 0008 and 0155):
   when MSH-16's holds. AL always, NE never, ER on error/reject only, SU on success only. An
   empty or unknown condition in enhanced mode is treated as AL: an unwanted ACK is harmless,
   a missing one leaves the sender waiting or resending.
+
+The ACK returned on the connection is the accept ACK when it is due, else the application ACK
+(:attr:`AckPlan.immediate`). An application ACK that was not that answer is *deferred*: once
+the message is processed, :func:`deferred_application_ack` says whether one is owed, and it is
+sent as a message of its own (v2.5 §2.9.3: the receiver initiates it), asking for an accept ACK
+in return (``accept_ack``/``application_ack`` of :func:`build_ack`).
 """
 
 from __future__ import annotations
@@ -135,6 +141,18 @@ def plan_acks(
     return AckPlan(AckMode.ENHANCED, accept, application)
 
 
+def deferred_application_ack(msg: Message, outcome: Outcome) -> AckCode | None:
+    """The application ACK owed once ``msg`` has been processed with ``outcome``, beyond what
+    the door answered: None in original mode, when the door's answer already was the application
+    ACK (e.g. IHE PCD-01's NE/AL), or when MSH-16's condition does not hold for ``outcome``."""
+    if ack_mode(msg) is AckMode.ORIGINAL:
+        return None
+    at_door = plan_acks(msg, Outcome.ACCEPTED)
+    if at_door.accept is None and at_door.application is not None:
+        return None  # the door answered with the application ACK already
+    return plan_acks(msg, Outcome.ACCEPTED, outcome).application
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     m = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", version)
     if m is None:
@@ -162,8 +180,13 @@ def build_ack(
     text: str | None = None,
     control_id: str | None = None,
     now: datetime | None = None,
+    accept_ack: str = "",
+    application_ack: str = "",
 ) -> bytes:
     """The ACK answering ``msg`` with MSA-1 ``code``, encoded in the message's charset.
+
+    ``accept_ack``/``application_ack`` fill the ACK's own MSH-15/MSH-16 (table 0155; from v2.2,
+    where they exist): a deferred application ACK asks the original sender for an accept ACK.
 
     ``errors`` become ERR segments: for v2.5 and later ERR-2 (location ``SEG^seq^field``),
     ERR-3 (``code^text^HL70357``), ERR-4 severity and ERR-7 the reason; for older versions
@@ -178,8 +201,8 @@ def build_ack(
     msh9 = _msh9(trigger[1] if len(trigger) > 1 else "", version, enc)
     header = [
         "MSH", enc.msh2, msh.raw(5), msh.raw(6), msh.raw(3), msh.raw(4), _timestamp(now), "",
-        msh9, escape(control_id or new_control_id(), enc), msh.raw(11), msh.raw(12), "", "", "",
-        "",
+        msh9, escape(control_id or new_control_id(), enc), msh.raw(11), msh.raw(12), "", "",
+        accept_ack if version >= (2, 2) else "", application_ack if version >= (2, 2) else "",
         msh.raw(17), msh.raw(18),
     ]
     segments = [_join(header, enc.field)]

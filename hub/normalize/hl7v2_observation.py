@@ -28,6 +28,7 @@ from hub.contracts import (
     Range,
     Ratio,
     ReferenceRange,
+    ReportDraft,
     Samples,
 )
 from hub.errors import DataError
@@ -90,7 +91,34 @@ def build_detailed_observation(
     if gateway_id is not None:
         obs["extension"] = [{"url": GATEWAY_EXTENSION,
                              "valueReference": {"reference": f"Device/{gateway_id}"}}]
+    if detail.report is not None:
+        _add_result(detail.report, obs)
     return obs
+
+
+_REPORT_ORDER = ("resourceType", "id", "meta", "identifier", "status", "category", "code",
+                 "subject", "effectiveDateTime", "effectivePeriod", "issued", "performer",
+                 "resultsInterpreter", "result")
+_LINEAGE_TAGS = frozenset({SOURCE_TAG_SYSTEM, MAPPING_TAG_SYSTEM})
+
+
+def _add_result(draft: ReportDraft, obs: dict[str, Any]) -> None:
+    """Make ``obs`` a result of the report; the first result completes and emits it (see
+    :class:`hub.contracts.ReportDraft`): lineage from the Observation, its subject."""
+    report = draft.resource
+    if "result" not in report:
+        meta = obs["meta"]
+        report["meta"] = {"source": meta["source"],
+                          "tag": [t for t in meta.get("tag", [])
+                                  if t.get("system") in _LINEAGE_TAGS]}
+        if "subject" in obs:
+            report["subject"] = dict(obs["subject"])
+        report["result"] = []
+        draft.resource = report = {k: report[k] for k in _REPORT_ORDER if k in report}
+        draft.sink.append(report)
+    ref = {"reference": f"Observation/{obs['id']}"}
+    if ref not in report["result"]:
+        report["result"].append(ref)
 
 
 def _skeleton(m: Measurement, spec: TypeSpec | None, detail: ObservationDetail,

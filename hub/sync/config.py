@@ -161,8 +161,41 @@ class Hl7v2Destination(_Destination):
     ack_timeout_secs: float = Field(30.0, gt=0)
 
 
-Destination = Annotated[FhirDestination | HealthLakeDestination | Hl7v2Destination,
-                        Field(discriminator="type")]
+class AckSenders(_Strict):
+    """Whose messages: MSH-3.1 / MSH-4.1 of the original; an omitted one matches any."""
+
+    sending_application: str | None = None
+    sending_facility: str | None = None
+
+    def matches(self, application: str, facility: str) -> bool:
+        return ((self.sending_application is None or self.sending_application == application)
+                and (self.sending_facility is None or self.sending_facility == facility))
+
+
+class Hl7v2AckDestination(_Destination):
+    """Where the deferred HL7v2 application ACKs (enhanced mode) of some senders go: their
+    MLLP return address. Takes no resources (``route`` must stay empty)."""
+
+    type: Literal["hl7v2-ack"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+    match: AckSenders = Field(default_factory=AckSenders,
+                              description="the original messages whose ACKs go here; empty: all")
+    accept_ack: Literal["AL", "NE"] = Field(
+        "AL", description="MSH-15 of our ACK: AL asks the sender for an accept ACK and waits for "
+        "it (delivered on CA/AA); NE sends without waiting (delivered once written)")
+    ack_timeout_secs: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _no_route(self) -> Hl7v2AckDestination:
+        if self.route != RouteSpec():
+            raise ValueError("an hl7v2-ack destination takes no resources: remove `route`")
+        return self
+
+
+AnyDestination = (FhirDestination | HealthLakeDestination | Hl7v2Destination
+                  | Hl7v2AckDestination)
+Destination = Annotated[AnyDestination, Field(discriminator="type")]
 
 
 class DestinationsFile(_Strict):
@@ -178,7 +211,7 @@ class DestinationsFile(_Strict):
             seen.add(dest.name)
         return self
 
-    def get(self, name: str) -> FhirDestination | HealthLakeDestination | Hl7v2Destination:
+    def get(self, name: str) -> AnyDestination:
         for dest in self.destinations:
             if dest.name == name:
                 return dest
@@ -186,11 +219,12 @@ class DestinationsFile(_Strict):
         raise ConfigurationError(f"no destination named '{name}' ({known})")
 
     @property
-    def enabled(self) -> list[FhirDestination | HealthLakeDestination | Hl7v2Destination]:
+    def enabled(self) -> list[AnyDestination]:
         return [d for d in self.destinations if d.enabled]
 
 
-_TAGS = {"fhir", "healthlake", "hl7v2", "none", "bearer", "basic", "smart", "sigv4"}
+_TAGS = {"fhir", "healthlake", "hl7v2", "hl7v2-ack", "none", "bearer", "basic", "smart",
+         "sigv4"}
 
 
 def _plain(node: Any) -> Any:

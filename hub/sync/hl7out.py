@@ -162,31 +162,78 @@ class MllpConnection:
             self.close()
             raise RetriableDeliveryError(f"no ACK ({type(exc).__name__})") from None
 
+    def send(self, payload: bytes) -> None:
+        """Write one frame without waiting for an answer (a peer told to send none)."""
+        try:
+            if self._sock is not None and self._peer_closed():
+                self.close()
+            if self._sock is None:
+                self._sock = socket.create_connection((self.host, self.port), self.timeout)
+            self._sock.settimeout(self.timeout)
+            self._sock.sendall(frame(payload))
+        except OSError as exc:
+            self.close()
+            raise RetriableDeliveryError(f"not sent ({type(exc).__name__})") from None
+
+    def _peer_closed(self) -> bool:
+        """Discard whatever the peer sent unasked; True if it closed the connection."""
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(65536, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                return True
+            if not data:
+                return True
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
 
-class Hl7v2Sender:
-    """Delivers Observations as ORU^R01 and reads each ACK (see module docstring)."""
+def read_ack(conn: MllpConnection, message: bytes, breaker: CircuitBreaker) -> Attempt:
+    """Send ``message`` and judge the answer: AA/CA delivered; AE/AR/CE/CR refused for good
+    (MSA-3, else ERR-8/7/3 as the reason); no answer, or one for another control id, retried."""
+    sent_id = parse_message(message).control_id
+    try:
+        ack = parse_message(conn.exchange(message))
+    except RetriableDeliveryError as exc:
+        breaker.record(False)
+        return Attempt(Verdict.RETRY, exc.message)
+    except Exception as exc:
+        breaker.record(False)
+        conn.close()
+        return Attempt(Verdict.RETRY, f"unreadable ACK ({type(exc).__name__})")
+    msa = ack.segment("MSA")
+    if msa is None or msa.field(2) != sent_id:
+        breaker.record(False)
+        conn.close()
+        return Attempt(Verdict.RETRY, "ACK does not acknowledge this message")
+    breaker.record(True)
+    code = msa.field(1)
+    if code in ("AA", "CA"):
+        return OK
+    err = ack.segment("ERR")
+    # MSA-3 (before v2.5), else ERR-8 user message, ERR-7 diagnostics, ERR-3 code text.
+    text = msa.text(3) or (next((t for t in (err.text(8), err.text(7), err.component(3, 2))
+                                 if t), "") if err is not None else "")
+    return Attempt(Verdict.FATAL, f"{code}: {text}"[:500], detail={"ack": code, "text": text})
 
-    kind = "hl7v2"
 
-    def __init__(self, dest: Hl7v2Destination, limits: Limits, *, route: Route | None = None
-                 ) -> None:
-        self.name = dest.name
-        self.dest = dest
-        self.limits = limits
-        self.route = route
-        self.pacer = Pacer(limits.requests_per_sec, None)
-        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_secs)
+class MllpPeer:
+    """One MLLP connection per lane (thread) to ``host:port``, shared by a destination."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
         self._local = threading.local()
 
     def _conn(self) -> MllpConnection:
         conn: MllpConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = MllpConnection(self.dest.host, self.dest.port, self.dest.ack_timeout_secs)
+            conn = MllpConnection(self.host, self.port, self.timeout)
             self._local.conn = conn
         return conn
 
@@ -194,6 +241,29 @@ class Hl7v2Sender:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
+
+    def connects(self) -> str:
+        started = time.monotonic()
+        with socket.create_connection((self.host, self.port), self.timeout):
+            pass
+        took = (time.monotonic() - started) * 1000
+        return f"MLLP peer {self.host}:{self.port} accepts connections ({took:.0f} ms)"
+
+
+class Hl7v2Sender(MllpPeer):
+    """Delivers Observations as ORU^R01 and reads each ACK (see module docstring)."""
+
+    kind = "hl7v2"
+
+    def __init__(self, dest: Hl7v2Destination, limits: Limits, *, route: Route | None = None
+                 ) -> None:
+        super().__init__(dest.host, dest.port, dest.ack_timeout_secs)
+        self.name = dest.name
+        self.dest = dest
+        self.limits = limits
+        self.route = route
+        self.pacer = Pacer(limits.requests_per_sec, None)
+        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_secs)
 
     def message_for(self, item: Claimed) -> bytes | Attempt:
         res = item.resource
@@ -233,40 +303,10 @@ class Hl7v2Sender:
         return out
 
     def send(self, message: bytes) -> Attempt:
-        sent_id = message.split(b"\r", 1)[0].split(b"|")[9].decode()
-        try:
-            ack = parse_message(self._conn().exchange(message))
-        except RetriableDeliveryError as exc:
-            self.breaker.record(False)
-            return Attempt(Verdict.RETRY, exc.message)
-        except Exception as exc:
-            self.breaker.record(False)
-            self._conn().close()
-            return Attempt(Verdict.RETRY, f"unreadable ACK ({type(exc).__name__})")
-        msa = ack.segment("MSA")
-        if msa is None or msa.field(2) != sent_id:
-            self.breaker.record(False)
-            self._conn().close()
-            return Attempt(Verdict.RETRY, "ACK does not acknowledge this message")
-        self.breaker.record(True)
-        code = msa.field(1)
-        if code in ("AA", "CA"):
-            return OK
-        err = ack.segment("ERR")
-        # MSA-3 (before v2.5), else ERR-8 user message, ERR-7 diagnostics, ERR-3 code text.
-        text = msa.text(3) or (next((t for t in (err.text(8), err.text(7), err.component(3, 2))
-                                     if t), "") if err is not None else "")
-        return Attempt(Verdict.FATAL, f"{code}: {text}"[:500],
-                       detail={"ack": code, "text": text})
+        return read_ack(self._conn(), message, self.breaker)
 
     def check(self) -> str:
-        started = time.monotonic()
-        with socket.create_connection((self.dest.host, self.dest.port),
-                                      self.dest.ack_timeout_secs):
-            pass
-        took = (time.monotonic() - started) * 1000
-        return f"{self.name}: MLLP peer {self.dest.host}:{self.dest.port} accepts connections " \
-               f"({took:.0f} ms)"
+        return f"{self.name}: {self.connects()}"
 
     def preview(self, items: list[Claimed]) -> dict[str, Any]:
         messages, skipped = [], []

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.contracts import RawMessage
 from hub.store.resources import Written
-from hub.sync.config import DestinationsFile
+from hub.sync.config import DestinationsFile, Hl7v2AckDestination
+from hub.sync.replies import AckRoute, owed_acks
 
 PROGRAM_SYSTEM = "urn:iomt-fhir-hub:program"
 
@@ -71,13 +73,16 @@ class OutboxRouter:
     """Routes written resources to destinations; with no routes nothing is queued."""
 
     routes: tuple[Route, ...] = ()
+    acks: tuple[AckRoute, ...] = ()  # hl7v2-ack destinations (``hub.sync.replies``)
 
     @classmethod
     def from_config(cls, config: DestinationsFile) -> OutboxRouter:
-        return cls(tuple(
-            Route(d.name, frozenset(d.route.resource_types), frozenset(d.route.categories),
-                  frozenset(d.route.programs))
-            for d in config.enabled))
+        return cls(
+            tuple(Route(d.name, frozenset(d.route.resource_types), frozenset(d.route.categories),
+                        frozenset(d.route.programs))
+                  for d in config.enabled if not isinstance(d, Hl7v2AckDestination)),
+            tuple(AckRoute(d.name, d.match)
+                  for d in config.enabled if isinstance(d, Hl7v2AckDestination)))
 
     def route(
         self, written: list[Written],
@@ -100,6 +105,11 @@ class OutboxRouter:
                 if r.wants(w) and (res is None or r.wants_content(res)):
                     out.append((r.destination, w))
         return out
+
+    def replies(self, raw: RawMessage, status: str) -> list[tuple[str, Written]]:
+        """Outbox rows owed to the sender of ``raw`` now that it ended ``status`` (HL7v2
+        deferred application ACKs); none unless an ``hl7v2-ack`` destination is configured."""
+        return owed_acks(self.acks, raw, status) if self.acks else []
 
     def get(self, destination: str) -> Route | None:
         return next((r for r in self.routes if r.destination == destination), None)

@@ -55,7 +55,7 @@ class SyncWorker:
         self.senders: dict[str, Sender] = dict(senders or {})
         for dest in config.enabled:
             if dest.name not in self.senders:
-                self.senders[dest.name] = build_sender(config, dest.name)
+                self.senders[dest.name] = build_sender(config, dest.name, engine)
         # SQLite has one writer: lanes of this process that collide get SQLITE_BUSY and sleep in
         # SQLite's busy handler (1 ms growing to 100 ms). Taking turns on a lock here instead
         # keeps claims and finishes back to back (measured: +40 % resources/s with 3 lanes).

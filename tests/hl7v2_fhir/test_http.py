@@ -13,6 +13,7 @@ from hub.runtime import Hub
 from hub.store import api_keys, inbox
 from hub.worker import drain
 from tests.conftest import TEST_SECRET, auth
+from tests.hl7v2_fhir.conftest import CORPUS_HL7
 
 ER7 = {"Content-Type": "x-application/hl7-v2+er7"}
 PCD01 = (b"MSH|^~\\&|MON^0011223344556677^EUI-64|W|HUB|H|20240105100000+0000||ORU^R01^ORU_R01|"
@@ -71,3 +72,20 @@ def test_scope_auth_and_content_type(client: TestClient, hub: Hub, api_key: str,
                              headers={"Content-Type": "application/json", **auth(hl7_key)})
     assert wrong_type.status_code == 415
     assert inbox.counts_by_status(hub.engine) == {}
+
+
+def test_a_lab_result_report_is_served_by_the_fhir_api(hub: Hub, client: TestClient,
+                                                       hl7_key: str, api_key: str) -> None:
+    body = (CORPUS_HL7 / "ipf_oru-r01_v25_lab-loinc.hl7").read_bytes()
+    response = client.post("/hl7v2", content=body, headers={**ER7, **auth(hl7_key)})
+    assert parse_message(response.content).get("MSA", 1) == "CA"  # it asks for enhanced mode
+    drain(hub.pipeline, hub.engine, 10)
+    found = client.get("/fhir/DiagnosticReport?code=http://loinc.org|34554-6&status=final",
+                       headers=auth(api_key)).json()
+    assert found["total"] == 1
+    report = found["entry"][0]["resource"]
+    patient = report["subject"]["reference"]
+    by_patient = client.get(f"/fhir/DiagnosticReport?patient={patient}", headers=auth(api_key))
+    assert by_patient.json()["total"] == 1
+    for ref in report["result"]:
+        assert client.get(f"/fhir/{ref['reference']}", headers=auth(api_key)).status_code == 200

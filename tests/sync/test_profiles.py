@@ -117,4 +117,4 @@ def test_dry_run_prints_what_would_be_sent_and_sends_nothing(
 def test_the_example_destinations_file_is_valid() -> None:
     config = load_destinations(REPO / "mappings" / "destinations.example.yaml")
     kinds = {d.type for d in config.destinations}
-    assert kinds == {"fhir", "healthlake", "hl7v2"}
+    assert kinds == {"fhir", "healthlake", "hl7v2", "hl7v2-ack"}

@@ -25,6 +25,7 @@ message) and the rest of the message still converts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from hub.contracts import (
@@ -54,25 +55,26 @@ from hub.mappings.hl7v2.containment import (
     HL7V2_REF,
     Context,
     Row,
-    codings_of,
     components,
     device_id,
     device_tree,
+    equipment_of,
     identified,
     mds_identity,
+    memo,
     nth,
     read_rows,
+    row_code,
     row_time,
-    target_of,
     where,
 )
 from hub.mappings.hl7v2.identifiers import (
-    equipment,
     facility_system,
     hd_eui64,
     patient_identifier,
     sender_identifier,
 )
+from hub.mappings.hl7v2.report import report_drafts
 from hub.mappings.hl7v2.tables import CompiledSender, Hl7v2Maps
 from hub.mappings.hl7v2.times import offset_zone, parse_dtm
 from hub.mappings.hl7v2.values import (
@@ -82,6 +84,7 @@ from hub.mappings.hl7v2.values import (
     number,
     observed_value,
     reference_range,
+    split_comparator,
 )
 
 
@@ -100,22 +103,24 @@ def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
                 out: Extraction, prefix: str = "") -> None:
     """Append the message's measurements, devices and per-OBX errors to ``out``."""
     msh = msg.msh
-    application, facility = msh.component(3, 1).strip(), msh.component(4, 1).strip()
     msh7 = msh.component(7, 1)
     zone = offset_zone(msh7) or maps.default_tz
     try:
         msh_time = parse_dtm(msh7, zone)
     except ValueError:
         raise DataError("MSH-7 is not a valid date/time", location=f"{prefix}MSH-7") from None
-    local = (sender.code_system if sender and sender.code_system
-             else local_system(facility, application))
-    reps = msh.repetitions(3)
-    ctx = Context(maps, sender, local, zone, msh_time, _patient(msg, maps, prefix, out),
-                   hd_eui64(reps[0] if reps else None), sender_identifier(application, facility),
-                   msg.encoding.component, msg.encoding, prefix)
+    pid = msg.segment("PID")
+    texts = (msh.raw(3), msh.raw(4), pid.raw(3) if pid is not None else "")
+    header: _Header = (
+        _header(msg, maps, sender) if any(msg.encoding.escape in t for t in texts)
+        else memo(maps, ("header", *texts, pid is None, msg.encoding,
+                         sender.name if sender else None), partial(_header, msg, maps, sender)))
+    ctx = Context(maps, sender, header.local, zone, msh_time, header.patient, header.gateway,
+                  header.sender, msg.encoding.component, msg.encoding, prefix)
     rows = read_rows(msg, ctx, out)
     if not rows:
         raise DataError("the ORU^R01 holds no OBX segment", location=f"{prefix}OBX")
+    ctx.reports = report_drafts(msg, ctx, out)
     devices: dict[str, dict[str, Any]] = {}
     device_tree(rows, ctx, devices)
     slots: list[Measurement | None] = []
@@ -132,7 +137,27 @@ def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
     out.devices.extend(devices.values())
 
 
-def _patient(msg: Message, maps: Hl7v2Maps, prefix: str, out: Extraction) -> Identifier | None:
+@dataclass(frozen=True, slots=True)
+class _Header:
+    """What MSH-3/MSH-4 and PID-3 say, the same in every message of one sender and patient."""
+
+    local: str  # the system of the sender's local codes
+    patient: Identifier | None
+    gateway: Identifier | None  # MSH-3 naming an EUI-64
+    sender: Identifier  # the sending system as a device identity
+
+
+def _header(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None) -> _Header:
+    msh = msg.msh
+    application, facility = msh.component(3, 1).strip(), msh.component(4, 1).strip()
+    local = (sender.code_system if sender and sender.code_system
+             else local_system(facility, application))
+    reps = msh.repetitions(3)
+    return _Header(local, _patient(msg, maps), hd_eui64(reps[0] if reps else None),
+                   sender_identifier(application, facility))
+
+
+def _patient(msg: Message, maps: Hl7v2Maps) -> Identifier | None:
     pid = msg.segment("PID")
     if pid is None:
         return None
@@ -149,8 +174,44 @@ def _patient(msg: Message, maps: Hl7v2Maps, prefix: str, out: Extraction) -> Ide
     return found[0][0]
 
 
+def _delimited(raw: str, ctx: Context) -> bool:
+    enc = ctx.encoding
+    return (enc.component in raw or enc.repetition in raw or enc.escape in raw
+            or enc.subcomponent in raw)
+
+
+def _field(seg: Segment, n: int, ctx: Context) -> str:
+    """Field ``n`` as ``Segment.field`` reads it; a field without delimiters or escapes (a
+    value type, a status) is its raw text, without the lookup."""
+    raw = seg.raw(n)
+    return seg.field(n) if _delimited(raw, ctx) else raw
+
+
+def _number(seg: Segment, ucum: str | None, unit_text: str | None, ctx: Context
+            ) -> Quantity | None:
+    """OBX-5 of an NM row as ``values.observed_value`` reads it, for the common case of one
+    plain number (None otherwise: the general path decides)."""
+    raw = seg.raw(5)
+    if not raw.strip() or _delimited(raw, ctx):
+        return None
+    comparator, text = split_comparator(raw)
+    return Quantity(number(text), ucum, unit_text, comparator)
+
+
 def _unit(seg: Segment, ctx: Context) -> tuple[str | None, str | None]:
     """OBX-6 → (UCUM code if known, the sender's unit text otherwise)."""
+    raw = seg.raw(6)
+    if not raw:
+        return None, None
+    if ctx.encoding.escape in raw:
+        return _read_unit(seg, ctx)
+    sender = ctx.sender.name if ctx.sender is not None else None
+    found: tuple[str | None, str | None] = memo(ctx.maps, ("unit", raw, ctx.encoding, sender),
+                                                lambda: _read_unit(seg, ctx))
+    return found
+
+
+def _read_unit(seg: Segment, ctx: Context) -> tuple[str | None, str | None]:
     parts = components(seg, 6, ctx)
     code, text, system = nth(parts, 1), nth(parts, 2), nth(parts, 3).upper()
     if not code and not text:
@@ -169,10 +230,11 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
             parts: dict[tuple[Any, ...], list[_Part]], devices: dict[str, dict[str, Any]]
             ) -> None:
     seg = row.seg
-    codings = codings_of(row, ctx)
+    code = row_code(row, ctx)
+    codings = code.codings
     if not codings:
         raise DataError("OBX-3 observation identifier is missing", location=where(ctx, row, 3))
-    value_type = seg.field(2).strip().upper()
+    value_type = _field(seg, 2, ctx).strip().upper()
     if not value_type and seg.raw(5).strip():
         value_type = "CWE" if ctx.component_sep in seg.raw(5) else "ST"
     if value_type and value_type not in SUPPORTED:
@@ -182,14 +244,14 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
     ucum, unit_text = _unit(seg, ctx)
     zone = ctx.zone
     try:
-        value = observed_value(seg, value_type, ucum, unit_text, zone, ctx.local,
-                               ctx.component_sep)
+        value = (_number(seg, ucum, unit_text, ctx) if value_type == "NM" else None) or \
+            observed_value(seg, value_type, ucum, unit_text, zone, ctx.local, ctx.component_sep)
     except Unsupported as exc:
         raise DataError(str(exc), location=where(ctx, row, 5)) from None
     except ValueError:
         raise DataError(f"OBX-5 is not a valid {value_type} value",
                         location=where(ctx, row, 5)) from None
-    status, absent = RESULT_STATUS.get(seg.field(11).strip().upper(), UNKNOWN_STATUS)
+    status, absent = RESULT_STATUS.get(_field(seg, 11, ctx).strip().upper(), UNKNOWN_STATUS)
     when = row_time(row, ctx) or row.obr_time or ctx.msh_time
     if when is None:
         raise DataError("no time: OBX-14, OBR-7 and MSH-7 are all empty",
@@ -199,11 +261,11 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
     for ident in (device if is_equipment else None, ctx.gateway):
         if ident is not None and device_id(ident) not in devices:
             devices[device_id(ident)] = {"resourceType": "Device", **identified(ident)}
-    target = target_of(codings, ctx)
+    target = code.target
     raw = seg.raw  # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
     detail = ObservationDetail(
         codings=codings,
-        code_text=nth(components(seg, 3, ctx), 2) or None,
+        code_text=code.text,
         absent_reason=absent if value is None else None,
         reference_range=_ranges(seg, ucum, unit_text) if raw(7) else (),
         interpretation=_interpretations(seg) if raw(8) else (),
@@ -213,6 +275,7 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
         effective_text=when.fhir() if when.precision in ("year", "month", "day") else None,
         device_is_equipment=is_equipment,
         gateway=ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None,
+        report=ctx.reports.get(row.group),
     )
     m = Measurement(type="", time=when.when, device=device, values={}, patient=ctx.patient,
                     mapping=target.mapping if target else HL7V2_REF,
@@ -269,13 +332,7 @@ def _as_quantity(value: ObservedValue | None, ucum: str | None, unit_text: str |
 
 
 def _equipment_of(row: Row, ctx: Context) -> Identifier:
-    if not row.seg.raw(18):
-        return mds_identity(row, ctx)
-    for rep in row.seg.repetitions(18):
-        found = equipment(rep)
-        if found is not None:
-            return found
-    return mds_identity(row, ctx)
+    return equipment_of(row.seg, ctx) or mds_identity(row, ctx)
 
 
 def _ranges(seg: Segment, ucum: str | None, unit_text: str | None
@@ -323,7 +380,8 @@ def _group_panels(parts: dict[tuple[Any, ...], list[_Part]], slots: list[Measure
             detail=ObservationDetail(
                 codings=panel_codes, component_codings={p.input: p.codings for p in found},
                 effective_text=detail.effective_text,
-                device_is_equipment=detail.device_is_equipment, gateway=detail.gateway),
+                device_is_equipment=detail.device_is_equipment, gateway=detail.gateway,
+                report=detail.report),
         )
         slots[found[0].slot] = panel
         for part in found[1:]:
@@ -337,10 +395,9 @@ def _panel_codings(key: tuple[Any, ...], rows: list[Row], ctx: Context, panel_ty
         return ()
     for row in rows:
         if row.device_row and row.group == group and row.path == channel:
-            codings = codings_of(row, ctx)
-            target = target_of(codings, ctx)
-            if target is not None and target.names_panel == panel_type:
-                return codings
+            code = row_code(row, ctx)
+            if code.target is not None and code.target.names_panel == panel_type:
+                return code.codings
     return ()
 
 

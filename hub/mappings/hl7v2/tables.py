@@ -79,6 +79,9 @@ class Hl7v2Maps:
     default_tz: tzinfo = UTC
     mdc_ref: str = "hl7v2/mdc.yaml@v1"
     files: tuple[str, ...] = field(default_factory=tuple)
+    # What rows derive from field text alone (codes, units, paths, equipment), by that text
+    # (``containment.memo``): a monitor repeats the same OBX-3/4/6/18 in every message.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def sender_for(self, application: str, facility: str) -> CompiledSender | None:
         for sender in self.senders:

@@ -45,6 +45,8 @@ class Unsupported(ValueError):
 def number(text: str) -> int | float:
     """A decimal as int when it has no fraction part (``120``), else float (``98.6``)."""
     value = text.strip()
+    if value.isascii() and value.isdigit():
+        return int(value)  # the usual case, without the pattern
     if not _NUMBER.match(value):
         raise ValueError("not a number")
     if "." in value or "e" in value or "E" in value:
