@@ -227,7 +227,7 @@ class RuleSchedule(SQLModel, table=True):
     due_at: datetime = Field(sa_column=_ts())
 
 
-# File imports (hub import, hub/store/imports.py, migration 0006): how far each import got,
+# File imports (hub import, hub/store/imports.py, migration 0007): how far each import got,
 # committed in the same transaction as the inbox rows of each chunk, so an interrupted import
 # resumes after its last committed chunk and never sends one twice.
 class ImportCheckpoint(SQLModel, table=True):

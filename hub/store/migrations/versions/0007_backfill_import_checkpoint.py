@@ -1,7 +1,7 @@
 """backfill: import_checkpoint, how far each `hub import` of a file got (resumable imports)
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 
 One row per import of one file (by content hash) into one source with one layout and variables,
 updated in the same transaction as the inbox rows of each chunk.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
