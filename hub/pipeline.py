@@ -36,6 +36,7 @@ from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.store import dead_letters, inbox, outbox, resources
 from hub.store.db import is_transient, write_tx
+from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
 from hub.telemetry import Telemetry
 
@@ -108,6 +109,7 @@ class Pipeline:
                       errors=[_describe(e) for e in extraction.errors])
         lineage = Lineage(raw.id, raw.source)
         unassigned = 0
+        sampled = SampledGroups(mapping_set.sampling)  # types grouped per period (SampledData)
         given = extraction.patients + extraction.devices
         if given:
             given = resolver.adopt(conn, given)  # binds their identifiers; drops unchanged ones
@@ -135,6 +137,8 @@ class Pipeline:
                     held = held_reason(obs)
                     if held is not None:  # kept, marked preliminary: the lineage says why
                         out.warnings.append(f"{m.location or m.type}: {held}")
+                    elif sampled.add(m, obs):
+                        continue  # into its period's Observation, merged with the stored one
                     out.resources.append(obs)
                 except UnassignedDeviceError as exc:
                     unassigned += 1
@@ -142,7 +146,7 @@ class Pipeline:
                 except DataError as exc:
                     out.errors.append(_describe(exc))
         out.resources = (given + resolver.take_new()
-                         + extraction.resources + out.resources)
+                         + extraction.resources + out.resources + sampled.observations(conn))
         total = len(extraction.measurements) + len(extraction.resources) + len(extraction.errors)
         produced = total - len(out.errors)
         if out.errors and unassigned == len(out.errors) and produced == 0:

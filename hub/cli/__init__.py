@@ -13,6 +13,7 @@ from hub.cli import (
     convert,
     db,
     hl7,
+    import_,
     keys,
     mappings,
     mllp,
@@ -39,6 +40,7 @@ app.add_typer(simulate.app, name="simulate")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
 app.command("convert")(convert.convert)
+app.command("import")(import_.import_files)
 app.add_typer(sync.destinations_app, name="destinations")
 app.add_typer(sync.dlq_app, name="dlq")
 app.command("sync")(sync.sync)

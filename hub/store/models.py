@@ -235,3 +235,30 @@ class RuleSchedule(SQLModel, table=True):
     patient_id: str = Field(primary_key=True, max_length=64)
     rule_id: str = Field(primary_key=True, max_length=64)
     due_at: datetime = Field(sa_column=_ts())
+
+
+# File imports (hub import, hub/store/imports.py, migration 0007): how far each import got,
+# committed in the same transaction as the inbox rows of each chunk, so an interrupted import
+# resumes after its last committed chunk and never sends one twice.
+class ImportCheckpoint(SQLModel, table=True):
+    """One import of one file (by content) into one source with one layout and variables."""
+
+    __tablename__ = "import_checkpoint"
+
+    import_key: str = Field(primary_key=True, max_length=64,
+                            description="sha256 of file content hash, source, layout, variables")
+    source: str = Field(max_length=64)
+    layout: str = Field(max_length=64, description="the layout name, or empty")
+    file_sha256: str = Field(max_length=64)
+    path: str = Field(sa_column=Column(Text, nullable=False), description="last read from")
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    position: int = Field(sa_column=Column(BigInteger, nullable=False),
+                          description="next unread byte (NDJSON, CSV) or array element (JSON)")
+    line: int = Field(sa_column=Column(BigInteger, nullable=False),
+                      description="lines read up to position")
+    items: int = Field(sa_column=Column(BigInteger, nullable=False))
+    refused: int = Field(sa_column=Column(BigInteger, nullable=False))
+    messages: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(max_length=16, description="running|done")
+    started_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())

@@ -1,7 +1,7 @@
 """identity: registry_epoch, the counter that tells every process its identity cache is stale
 
-Revision ID: 0007_identity
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 
 A patient merge (ADT^A40) moves identifier bindings; each worker process caches identifier → id.
 The merge bumps this counter in its transaction, and every worker batch reads it (on PostgreSQL
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_identity"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
