@@ -35,15 +35,17 @@ class _Blank(dict[str, str]):
         return "{" + key + "}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Ctx:
-    """One patient and one (effective) rule during an evaluation; collects the outputs."""
+    """One patient and one (effective) rule during an evaluation; collects the outputs.
+    ``tz``: the patient's time zone for this rule (local days, dose times)."""
 
     patient: str
     rule: Rule
     version: int
     care_team: Recipient
     measures: dict[str, Measure]
+    tz: str = "UTC"
     out: list[dict[str, Any]] = field(default_factory=list)
 
     def label(self, measure: str) -> tuple[str, str | None]:

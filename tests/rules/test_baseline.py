@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
-from sqlalchemy import select
 
+from hub.rules import store
 from hub.rules.kinds.baseline import baseline_stats
-from hub.store.models import RuleState
 
 from .conftest import T0, at, of, summary_of
 
@@ -28,7 +27,7 @@ def steady(days: int, start_hours: float = 0) -> list[dict]:  # type: ignore[typ
 
 def state(run, rule: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
     with run.db.connect() as conn:
-        text = conn.execute(select(RuleState.state).where(RuleState.rule_id == rule)).scalar_one()
+        text = store.states_of(conn, run.patient)[rule]
     return orjson.loads(text)  # type: ignore[no-any-return]
 
 

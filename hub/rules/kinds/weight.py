@@ -30,7 +30,7 @@ class WeightGain(Kind):
         value = s.values.get(rule.measure)
         if not isinstance(value, float) or not s.usable or not fresh(st, s):
             return
-        day = local_day(s.t, rule.timezone)
+        day = local_day(s.t, ctx.tz)
         days: dict[str, list[Any]] = st.setdefault("days", {})
         if str(day) in days:
             return  # not the first weight of the day
