@@ -106,11 +106,15 @@ class RulesEngine:
             found = self._rules_for[measures] = tuple(ids)
         return found
 
+    def _zone(self, patient: str, overrides: dict[store.Key, str]) -> str | None:
+        """The patient's own time zone (their settings), if set."""
+        if not overrides:
+            return None
+        return self.program.patient_zone(overrides.get((patient, store.SETTINGS)))
+
     def _open(self, patient: str, rule_id: str, states: dict[str, str],
-              overrides: dict[store.Key, str]) -> _Open | None:
+              overrides: dict[store.Key, str], zone: str | None) -> _Open | None:
         program = self.program
-        zone = program.patient_zone(overrides.get((patient, store.SETTINGS))) \
-            if overrides else None
         try:
             eff = program.effective(rule_id, overrides.get((patient, rule_id)), zone)
         except ValueError as exc:
@@ -142,6 +146,7 @@ class RulesEngine:
             states = loaded.states.get(patient)
             if states is None:
                 states = {}
+            zone = self._zone(patient, loaded.overrides)
             opened: dict[str, _Open | None] = {}
             for sample in samples:
                 for rule_id in self._rules_of(tuple(sample.values)):
@@ -149,7 +154,7 @@ class RulesEngine:
                         entry = opened[rule_id]
                     else:
                         entry = opened[rule_id] = self._open(patient, rule_id, states,
-                                                             loaded.overrides)
+                                                             loaded.overrides, zone)
                     if entry is not None:
                         entry.kind.on_sample(entry.ctx, entry.st, sample)
             changed = False
@@ -216,7 +221,8 @@ class RulesEngine:
             states = loaded.states.setdefault(patient, {})
             entry = None
             if rule_id in self.program.rules:
-                entry = self._open(patient, rule_id, states, loaded.overrides)
+                entry = self._open(patient, rule_id, states, loaded.overrides,
+                                   self._zone(patient, loaded.overrides))
             if entry is None:  # rule removed or disabled for this patient
                 schedules.append((patient, rule_id, None))
                 continue

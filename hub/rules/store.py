@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from hub.store.dialect import insert_for
 from hub.store.models import RuleOverride, RulePatientState, RuleSchedule
@@ -80,6 +80,7 @@ _RELOAD_PG = ("SELECT patient_id, states FROM rule_patient_state WHERE patient_i
 _SAVE = ("INSERT INTO rule_patient_state (patient_id, states, updated_at) VALUES ({m}, {m}, {m})"
          " ON CONFLICT (patient_id) DO UPDATE SET states = excluded.states, "
          "updated_at = excluded.updated_at")
+_SAVE_SQLITE = _SAVE.format(m="?")
 _SCHEDULE = ("INSERT INTO rule_schedule (patient_id, rule_id, due_at) VALUES ({m}, {m}, {m}) "
              "ON CONFLICT (patient_id, rule_id) DO UPDATE SET due_at = excluded.due_at")
 _UNSCHEDULE = "DELETE FROM rule_schedule WHERE patient_id = {m} AND rule_id = {m}"
@@ -90,31 +91,33 @@ def _cursor(conn: Connection, what: str) -> Iterator[Any]:
     """The transaction's DBAPI cursor. A driver error comes out as SQLAlchemy's own class
     (OperationalError for a deadlock victim or a lost connection), as from any other statement,
     and without parameters in its text (they hold patient ids)."""
-    cursor = conn.connection.cursor()
-    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         yield cursor
-    except dbapi_error as exc:
-        raise DBAPIError.instance(what, None, exc, dbapi_error,
-                                  hide_parameters=True) from exc
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, what, exc) from exc
     finally:
         cursor.close()
 
 
-_stamp_second = -1
-_stamp_prefix = ""
+def _wrapped(conn: Connection, what: str, exc: Exception) -> StatementError:
+    return DBAPIError.instance(what, None, exc, conn.dialect.loaded_dbapi.Error,
+                               hide_parameters=True)
+
+
+_stamp: list[Any] = [-1, ""]
 
 
 def _sqlite_stamp() -> str:
-    """Now as SQLAlchemy writes a UTC DateTime on SQLite (no offset). The formatted second is
-    reused: ``isoformat`` per save cost ~4 % of the rules stage (py-spy, bench/rules.py)."""
-    global _stamp_second, _stamp_prefix
-    now = time.time()
-    second = int(now)
-    if second != _stamp_second:
-        _stamp_prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        _stamp_second = second
-    return f"{_stamp_prefix}.{int((now - second) * 1e6):06d}"
+    """Now (to the second) as SQLAlchemy writes a UTC DateTime on SQLite (no offset), formatted
+    once a second: ``isoformat`` per save cost ~4 % of the rules stage (py-spy,
+    bench/rules.py)."""
+    second = int(time.time())
+    if second != _stamp[0]:
+        _stamp[:] = [second, datetime.fromtimestamp(second, UTC).strftime(
+            "%Y-%m-%d %H:%M:%S.000000")]
+    text: str = _stamp[1]
+    return text
 
 
 def _sqlite_time(epoch: float) -> str:
@@ -126,27 +129,40 @@ def load(conn: Connection, patients: list[str]) -> Loaded:
     loaded = Loaded()
     if not patients:
         return loaded
+    if conn.dialect.name == "postgresql":
+        return _load_pg(conn, patients, loaded)
+    states, overrides = loaded.states, loaded.overrides
+    # sqlite3's own Connection.execute: the pool's cursor proxy and a context manager around
+    # it cost as much as the query (py-spy on bench/rules.py --batch 1)
+    try:
+        rows = conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            _LOAD_SQLITE.format(q=", ".join("?" * len(patients))),
+            (*patients, *patients)).fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, "rule state load", exc) from exc
+    for patient, rule, text in rows:
+        if rule is None:
+            states[patient] = unpack(text)
+        else:
+            overrides[(patient, rule)] = text
+    return loaded
+
+
+def _load_pg(conn: Connection, patients: list[str], loaded: Loaded) -> Loaded:
     states, overrides = loaded.states, loaded.overrides
     with _cursor(conn, "rule state load") as cursor:
-        if conn.dialect.name == "postgresql":
-            cursor.execute(_LOAD_PG, (patients, patients))
-            rows = cursor.fetchall()
-        else:
-            marks = ", ".join("?" * len(patients))
-            cursor.execute(_LOAD_SQLITE.format(q=marks), (*patients, *patients))
-            rows = cursor.fetchall()
-        for patient, rule, text in rows:
+        cursor.execute(_LOAD_PG, (patients, patients))
+        for patient, rule, text in cursor.fetchall():
             if rule is None:
                 states[patient] = unpack(text)
             else:
                 overrides[(patient, rule)] = text
-        if conn.dialect.name == "postgresql":
-            missing = sorted(p for p in set(patients) if p not in states)
-            if missing:
-                cursor.execute(_CLAIM_PG, (datetime.now(UTC), missing))
-                cursor.execute(_RELOAD_PG, (missing,))
-                for patient, text in cursor.fetchall():
-                    states[patient] = unpack(text)
+        missing = sorted(p for p in set(patients) if p not in states)
+        if missing:
+            cursor.execute(_CLAIM_PG, (datetime.now(UTC), missing))
+            cursor.execute(_RELOAD_PG, (missing,))
+            for patient, text in cursor.fetchall():
+                states[patient] = unpack(text)
     return loaded
 
 
@@ -154,15 +170,17 @@ def save(conn: Connection, rows: list[tuple[str, str]]) -> None:
     """Upsert (patient, packed states) rows."""
     if not rows:
         return
-    with _cursor(conn, "rule state save") as cursor:
-        if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":
+        with _cursor(conn, "rule state save") as cursor:
             now = datetime.now(UTC)
             cursor.executemany(_SAVE.format(m="%s"), [(p, s, now) for p, s in rows])
-        elif len(rows) == 1:
-            cursor.execute(_SAVE.format(m="?"), (rows[0][0], rows[0][1], _sqlite_stamp()))
-        else:
-            stamp = _sqlite_stamp()
-            cursor.executemany(_SAVE.format(m="?"), [(p, s, stamp) for p, s in rows])
+        return
+    stamp = _sqlite_stamp()
+    try:
+        conn.connection.dbapi_connection.executemany(  # type: ignore[union-attr]
+            _SAVE_SQLITE, [(p, s, stamp) for p, s in rows])
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, "rule state save", exc) from exc
 
 
 def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) -> None:
