@@ -219,12 +219,15 @@ class ThresholdRule(RuleBase):
 
 class WeightGainRule(RuleBase):
     """Kind 1 (heart failure): gain against the first weight of earlier days, per local calendar
-    day (the patient's zone); ``day`` vs yesterday, ``week`` vs the lowest of the previous 7
-    days."""
+    day (the patient's zone); ``day`` vs the recent weight (the median of the previous
+    ``day_reference`` days' weights), ``week`` vs the lowest of the previous 7 days."""
 
     kind: Literal["weight-gain"]
     measure: str
-    day_gain: float = Field(gt=0, description="kg vs the previous day")
+    day_gain: float = Field(gt=0, description="kg vs the recent weight (median of the daily "
+                                              "weights of the previous day_reference days)")
+    day_reference: int = Field(1, ge=1, le=7, description="days the recent weight is taken "
+                                                          "from (1: yesterday only)")
     week_gain: float = Field(gt=0, description="kg vs the lowest of the previous 7 days")
     timezone: TimeZone | None = Field(None, description=ZONE)
 

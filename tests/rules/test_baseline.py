@@ -96,3 +96,27 @@ def test_state_is_bounded(session) -> None:  # type: ignore[no-untyped-def]
     st = state(run, "sbp-baseline")
     assert len(st["buf"]) <= 28 and len(st.get("recent", [])) <= 1
     assert len(orjson.dumps(st)) < 4000
+
+
+def spo2_series(days: int, values: list[float]) -> list[dict]:  # type: ignore[type-arg]
+    return [{"type": "oxygen-saturation", "time": at(hours=12 * i),
+             "value": values[i % len(values)], "unit": "%"} for i in range(days * 2)]
+
+
+def test_a_fall_in_spo2_from_the_patients_own_level(session) -> None:  # type: ignore[no-untyped-def]
+    usual = [93, 94, 94, 95, 93, 94]  # a COPD patient's 92-94 %: over spo2-low's limits
+    after = at(hours=12 * 14)
+    rise = session("spo2-baseline")
+    rise.post([*spo2_series(7, usual), {"type": "oxygen-saturation", "time": after,
+                                        "value": 99, "unit": "%"}])
+    assert of(rise.outputs(), "Flag") == []  # falls only
+    small = session("spo2-baseline")
+    small.post([*spo2_series(7, usual), {"type": "oxygen-saturation", "time": after,
+                                         "value": 91, "unit": "%"}])
+    assert of(small.outputs(), "Flag") == []  # 3 points: within the patient's usual range
+    fall = session("spo2-baseline")
+    fall.post([*spo2_series(7, usual), {"type": "oxygen-saturation", "time": after,
+                                        "value": 89, "unit": "%"}])
+    (flag,) = of(fall.outputs(), "Flag")
+    assert "SpO2: the latest measurement (a step past the rule's jump limit) 89 % is 5 % below " \
+           "this patient's baseline 94 %" in summary_of(flag)

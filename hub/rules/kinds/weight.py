@@ -2,9 +2,14 @@
 
 Guidance (cited in mappings/rules/heart-failure.yaml) tells patients to weigh each morning and
 to call when they gain 2-3 lb in a day or 5 lb in a week. So the rule takes the *first* usable
-weight of each local calendar day (``timezone``) as that day's weight and compares it with:
+weight of each local calendar day (the patient's time zone) as that day's weight and compares
+it with:
 
-- the previous day's weight (``day_gain``), and
+- the patient's *recent* weight (``day_gain``): the median of the daily weights of the
+  ``day_reference`` days before (yesterday, the day before, ...; the ones that were weighed).
+  One noisy weighing yesterday cannot fake or hide a gain, a skipped weighing does not leave
+  the day without a reference, and an overnight gain the first day's noise hid is still found
+  the next morning (the reference is still the weight before the gain);
 - the lowest daily weight of the 7 days before (``week_gain``): a 5 lb rise within the week,
   whichever day it started from.
 
@@ -21,6 +26,12 @@ from hub.rules.kinds.base import Kind, State, day_text, fmt, fresh, local_day
 from hub.rules.lifecycle import Ctx
 from hub.rules.model import WeightGainRule
 from hub.rules.readings import Sample
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 class WeightGain(Kind):
@@ -41,14 +52,20 @@ class WeightGain(Kind):
         problems: list[str] = []
         values: list[list[Any]] = [[f"{title} on {day_text(day)}", value, unit]]
         evidence = [s.ref]
-        previous = days.get(str(day - 1))
-        if previous is not None:
-            gain = value - previous[0]
-            values.append([f"{title} on {day_text(day - 1)}", previous[0], unit])
+        recent = [(d, days[str(d)]) for d in range(day - rule.day_reference, day)
+                  if str(d) in days]
+        if recent:
+            reference = _median([w[0] for _, w in recent])
+            gain = value - reference
+            shown = ", ".join(f"{fmt(w[0], unit)} on {day_text(d)}" for d, w in recent)
+            label = "recent weight" if len(recent) > 1 else "previous weight"
+            values.append([f"{title} {label} (median)" if len(recent) > 1
+                           else f"{title} on {day_text(recent[0][0])}", reference, unit])
             if gain >= rule.day_gain:
-                problems.append(f"up {fmt(gain, unit)} since yesterday ({fmt(previous[0], unit)};"
-                                f" limit {fmt(rule.day_gain, unit)} in a day)")
-                evidence.append(previous[1])
+                problems.append(f"up {fmt(gain, unit)} on the {label} {fmt(reference, unit)} "
+                                f"({'median of ' if len(recent) > 1 else ''}{shown}; limit "
+                                f"{fmt(rule.day_gain, unit)} in a day)")
+                evidence.extend(w[1] for _, w in recent)
         week = [(days[str(d)][0], d, days[str(d)][1]) for d in range(day - 7, day)
                 if str(d) in days]
         if week:
@@ -59,7 +76,8 @@ class WeightGain(Kind):
                                 f"{day_text(low_day)}; limit {fmt(rule.week_gain, unit)} in a "
                                 f"week)")
                 values.append([f"{title} lowest of the previous 7 days", low, unit])
-                evidence.append(low_ref)
+                if low_ref not in evidence:
+                    evidence.append(low_ref)
         if problems:
             summary = (f"{rule.title}: {title} {fmt(value, unit)} on {day_text(day)}, "
                        + " and ".join(problems) + f". Rule {rule.id} v{ctx.version}.")
