@@ -24,10 +24,12 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.trace import Span
 
 ALLOWED_ATTRIBUTES = frozenset({
     "hub.source", "hub.message_id", "hub.channel", "hub.outcome", "hub.measurements",
     "hub.resources", "hub.observations", "hub.batch", "hub.destination", "hub.status_code",
+    "hub.delivered", "hub.retried", "hub.dead", "hub.skipped",
 })
 
 
@@ -47,6 +49,7 @@ class Telemetry:
 
     tracer: trace.Tracer
     messages: metrics.Counter | None
+    deliveries: metrics.Counter | None = None
 
     @classmethod
     def disabled(cls) -> Telemetry:
@@ -70,7 +73,9 @@ class Telemetry:
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         meter = MeterProvider(resource=resource).get_meter("hub")
         counter = meter.create_counter("hub.messages", description="inbound messages by outcome")
-        return cls(provider.get_tracer("hub"), counter)
+        deliveries = meter.create_counter(
+            "hub.deliveries", description="outbox rows by destination and delivery outcome")
+        return cls(provider.get_tracer("hub"), counter, deliveries)
 
     @contextmanager
     def intake(self, source: str, channel: str) -> Iterator[dict[str, str]]:
@@ -98,9 +103,20 @@ class Telemetry:
             yield
 
     @contextmanager
-    def span(self, stage: str, **attrs: Any) -> Iterator[None]:
-        with self.tracer.start_as_current_span(f"hub.{stage}", attributes=_clean(attrs)):
-            yield
+    def span(self, stage: str, **attrs: Any) -> Iterator[Span]:
+        """A stage's span; ``annotate`` adds allow-listed attributes known only at its end."""
+        with self.tracer.start_as_current_span(f"hub.{stage}", attributes=_clean(attrs)) as span:
+            yield span
+
+    @staticmethod
+    def annotate(span: Span, **attrs: Any) -> None:
+        span.set_attributes(_clean(attrs))
+
+    def count_deliveries(self, destination: str, tally: dict[str, int]) -> None:
+        """Outbox rows that ended an attempt, by outcome (delivered, pending, dead, skipped)."""
+        if self.deliveries is not None:
+            for outcome, n in tally.items():
+                self.deliveries.add(n, {"hub.destination": destination, "hub.outcome": outcome})
 
     def count_outcome(self, source: str, outcome: str) -> None:
         if self.messages is not None:

@@ -108,7 +108,7 @@ def start_in_thread(hub: Hub, stop: threading.Event, *, enabled: bool = True
         return None
     worker = SyncWorker(hub.engine, hub.destinations,
                         lease_secs=hub.sync_settings.sync_lease_secs,
-                        poll_secs=hub.sync_settings.sync_poll_secs)
+                        poll_secs=hub.sync_settings.sync_poll_secs, telemetry=hub.telemetry)
     thread = threading.Thread(target=worker.run, args=(stop,), name="hub-sync", daemon=True)
     thread.start()
     return thread

@@ -26,6 +26,7 @@ from hub.sync.routing import OutboxRouter
 from hub.sync.senders import build_sender
 from hub.sync.settings import SyncSettings
 from hub.sync.worker import SyncWorker
+from hub.telemetry import Telemetry
 
 log = logging.getLogger("hub.sync")
 
@@ -90,7 +91,7 @@ def sync(
     sync_settings = SyncSettings()
     engine = _engine()
     worker = SyncWorker(engine, config, lease_secs=sync_settings.sync_lease_secs,
-                        poll_secs=sync_settings.sync_poll_secs)
+                        poll_secs=sync_settings.sync_poll_secs, telemetry=Telemetry.from_env())
     try:
         if dry_run:
             for name in names:

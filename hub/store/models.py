@@ -137,6 +137,17 @@ class OutboxItem(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
+class SyncHeartbeat(SQLModel, table=True):
+    """A running sync worker per destination: the destination's rate limits are shared among
+    the live ones (``hub.store.heartbeats``)."""
+
+    __tablename__ = "sync_heartbeat"
+
+    worker_id: str = Field(primary_key=True, max_length=36)
+    destination: str = Field(primary_key=True, max_length=64)
+    seen_at: datetime = Field(sa_column=_ts())
+
+
 class DeadLetter(SQLModel, table=True):
     """Something that could not be processed or delivered, kept with the reason for replay."""
 

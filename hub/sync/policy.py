@@ -156,6 +156,7 @@ class Pacer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _paused_until: float = 0.0
     _factor: float = 1.0
+    _share: float = 1.0  # of the destination's limits: 1 / live sync workers
     _requests: TokenBucket | None = None
     _entries: TokenBucket | None = None
     throttled: int = 0
@@ -180,11 +181,12 @@ class Pacer:
         """Block until a request of ``entries`` entries may go out."""
         with self._lock:
             wait = max(0.0, self._paused_until - self.clock())
+            scale = self._factor * self._share
             if self._requests is not None:
-                self._requests.rate = self.requests_per_sec * self._factor  # type: ignore[operator]
+                self._requests.rate = self.requests_per_sec * scale  # type: ignore[operator]
                 wait = max(wait, self._requests.take(1))
             if self._entries is not None:
-                self._entries.rate = self.entries_per_sec * self._factor  # type: ignore[operator]
+                self._entries.rate = self.entries_per_sec * scale  # type: ignore[operator]
                 wait = max(wait, self._entries.take(self.cost(entries, transaction)))
         self._sleep(wait, stop)
         # A throttled answer may have paused the destination while this caller slept: a
@@ -219,6 +221,15 @@ class Pacer:
     @property
     def factor(self) -> float:
         return self._factor
+
+    @property
+    def share(self) -> float:
+        return self._share
+
+    def set_workers(self, live: int) -> None:
+        """``live`` sync workers (processes) serve this destination: take 1/live of its rate."""
+        with self._lock:
+            self._share = 1.0 / max(1, live)
 
 
 class CircuitBreaker:

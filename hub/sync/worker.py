@@ -19,16 +19,18 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from collections.abc import Iterable
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from hub.store import delivery
+from hub.store import delivery, heartbeats
 from hub.store.db import utcnow
 from hub.sync.config import DestinationsFile
 from hub.sync.policy import Attempt, Verdict, to_result
 from hub.sync.senders import Sender, build_sender
+from hub.telemetry import Telemetry
 
 log = logging.getLogger("hub.sync")
 # httpx logs every request at INFO with its URL (resource ids, identifier searches): at sync
@@ -41,8 +43,12 @@ class SyncWorker:
     """Drains the outbox for the configured destinations (see module docstring)."""
 
     def __init__(self, engine: Engine, config: DestinationsFile, *, lease_secs: float = 300.0,
-                 poll_secs: float = 0.2, senders: dict[str, Sender] | None = None) -> None:
+                 poll_secs: float = 0.2, senders: dict[str, Sender] | None = None,
+                 telemetry: Telemetry | None = None, heartbeat_secs: float = 2.0) -> None:
         self.engine = engine
+        self.worker_id = str(uuid.uuid4())
+        self.heartbeat_secs = heartbeat_secs
+        self.telemetry = telemetry or Telemetry.disabled()
         self.config = config
         self.lease_secs = lease_secs
         self.poll_secs = poll_secs
@@ -74,18 +80,23 @@ class SyncWorker:
         if not items:
             sender.breaker.cancel_probe()
             return 0
-        attempts = sender.deliver(items, stop)
-        self._maybe_crash(attempts.values())
-        now = utcnow()
-        results = [to_result(item, attempts.get(item.id, _NO_OUTCOME), limits, now)
-                   for item in items]
-        with self._db_turn:
-            delivery.finish(self.engine, name, results)
-        if log.isEnabledFor(logging.DEBUG):
+        # One span per step (a Bundle's worth of rows); destination name and counts only.
+        with self.telemetry.span("deliver", destination=name, batch=len(items)) as span:
+            attempts = sender.deliver(items, stop)
+            self._maybe_crash(attempts.values())
+            now = utcnow()
+            results = [to_result(item, attempts.get(item.id, _NO_OUTCOME), limits, now)
+                       for item in items]
+            with self._db_turn:
+                delivery.finish(self.engine, name, results)
             tally: dict[str, int] = {}
             for r in results:
                 tally[r.status] = tally.get(r.status, 0) + 1
-            log.debug("destination %s: %s", name, tally)  # counts only: no resource content
+            self.telemetry.annotate(span, delivered=tally.get("delivered", 0),
+                                    retried=tally.get("pending", 0), dead=tally.get("dead", 0),
+                                    skipped=tally.get("skipped", 0))
+        self.telemetry.count_deliveries(name, tally)
+        log.debug("destination %s: %s", name, tally)  # counts only: no resource content
         return len(items)
 
     def _maybe_crash(self, attempts: Iterable[Attempt]) -> None:
@@ -124,10 +135,36 @@ class SyncWorker:
             if claimed == 0:
                 stop.wait(self.poll_secs)
 
+    def heartbeat(self, names: Iterable[str]) -> dict[str, int]:
+        """Record this worker as serving ``names`` and pace each at 1 / live workers of its
+        limits (see :mod:`hub.store.heartbeats`); returns the live counts."""
+        live = heartbeats.beat(self.engine, self.worker_id, names,
+                               ttl=self.heartbeat_secs * 3)
+        for name, n in live.items():
+            self.senders[name].pacer.set_workers(n)
+        return live
+
+    def _beat(self, names: list[str]) -> None:
+        try:
+            self.heartbeat(names)
+        except OperationalError as exc:  # keep the last share; the lanes report the outage
+            log.warning("sync heartbeat: database unavailable (%s)", type(exc.orig).__name__)
+
+    def _beat_until(self, stop: threading.Event, names: list[str]) -> None:
+        while not stop.wait(self.heartbeat_secs):
+            self._beat(names)
+        with contextlib.suppress(OperationalError):  # else its rows stop counting after the ttl
+            heartbeats.forget(self.engine, self.worker_id)
+
     def run(self, stop: threading.Event, names: Iterable[str] | None = None) -> None:
-        """Run every lane of every (or the named) destination until ``stop`` is set."""
+        """Run every lane of every (or the named) destination until ``stop`` is set, sharing
+        each destination's rate limits with the other live sync workers."""
         chosen = list(names) if names is not None else list(self.senders)
-        threads = []
+        self._beat(chosen)  # before the first request: a newcomer starts at its share
+        beating = threading.Thread(target=self._beat_until, args=(stop, chosen), daemon=True,
+                                   name="hub-sync-heartbeat")
+        beating.start()
+        threads = [beating]
         for name in chosen:
             for n in range(self.senders[name].limits.concurrency):
                 thread = threading.Thread(target=self.lane, args=(name, stop), daemon=True,
