@@ -179,14 +179,14 @@ def test_a_driver_error_in_the_state_store_is_sqlalchemys_without_the_ids(hub: H
     assert "patient-secret-id" not in str(caught.value)
 
 
-def test_migration_0006_carries_rule_states_over_and_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_migration_0007_carries_rule_states_over_and_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from alembic import command
     from sqlalchemy import create_engine, text
 
     from hub.store.db import alembic_config, upgrade
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    upgrade(url, "0005")
+    upgrade(url, "0006")
     engine = create_engine(url)
     with engine.begin() as conn:
         for patient, rule, state in [("p1", "spo2-low", '{"t":1.0}'), ("p1", "news2", "{}"),
@@ -199,7 +199,7 @@ def test_migration_0006_carries_rule_states_over_and_back(tmp_path) -> None:  # 
             text("SELECT patient_id, states FROM rule_patient_state"))}
     assert got == {"p1": {"news2": "{}", "spo2-low": '{"t":1.0}'},
                    "p2": {"device-silence": '{"last":2.0}'}}
-    command.downgrade(alembic_config(url), "0005")
+    command.downgrade(alembic_config(url), "0006")
     with engine.connect() as conn:
         back = sorted(tuple(r) for r in conn.execute(
             text("SELECT patient_id, rule_id, state FROM rule_state")))
