@@ -304,6 +304,15 @@ def with_override(rule: Rule, params: dict[str, Any]) -> Rule:
 
 
 def changed_fields(base: Rule, effective: Rule) -> dict[str, Any]:
-    """The top-level fields whose effective value differs from the program's (JSON form)."""
+    """The top-level fields whose effective value differs from the program's (JSON form; unset
+    optional members inside them left out)."""
     before, after = base.model_dump(mode="json"), effective.model_dump(mode="json")
-    return {k: v for k, v in after.items() if before.get(k) != v}
+    return {k: _without_nulls(v) for k, v in after.items() if before.get(k) != v}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

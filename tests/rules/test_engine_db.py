@@ -137,7 +137,12 @@ def test_an_override_applies_to_one_patient_only(hub: Hub) -> None:
     entries = {e["rule"]: e for e in report["rules"]}
     assert entries["spo2-low"]["override"]["any"][0]["below"] == 85
     assert entries["device-silence"]["enabled"] is False
-    assert "why: Low oxygen saturation: SpO2 89 %" in as_text(report)
+    text = as_text(report)
+    assert "why: Low oxygen saturation: SpO2 89 %" in text
+    assert "Time zone: UTC (the program's)" in text
+    # the override as given, then what it changes in the rule (the merged trigger)
+    assert '      override: {"any":[{"below":85,"clear_at":88,"measure":"spo2"}]}\n' \
+        '      effective: {"any":[{"measure":"spo2","below":85.0,"clear_at":88.0}]}' in text
 
 
 def test_state_rows_per_patient_are_bounded_by_the_rules(hub: Hub) -> None:
