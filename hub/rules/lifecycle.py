@@ -115,6 +115,15 @@ class Ctx:
             flag["cleared"] = t - self.rule.flag.resolve_after
             self.settle(st, t)
 
+    def new_finding(self, st: dict[str, Any], t: float) -> None:
+        """End the active Flag at ``t`` because a *different* finding follows (e.g. a baseline
+        deviation changed direction): its ``raise`` notices are not held back by the
+        suppression windows of the episode that ended."""
+        self.resolve_now(st, t)
+        sent = self._alert(st)["sent"]
+        for key in [k for k in sent if k.endswith(":raise")]:
+            del sent[key]
+
     def due(self, st: dict[str, Any]) -> float | None:
         flag = self.active(st)
         if flag is None or flag["cleared"] is None:

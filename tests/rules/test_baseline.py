@@ -120,3 +120,17 @@ def test_a_fall_in_spo2_from_the_patients_own_level(session) -> None:  # type: i
     (flag,) = of(fall.outputs(), "Flag")
     assert "SpO2: the latest measurement (a step past the rule's jump limit) 89 % is 5 % below " \
            "this patient's baseline 94 %" in summary_of(flag)
+
+
+def test_a_deviation_the_other_way_is_a_new_episode(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post([*steady(7), bp(168, 100), bp(180, 98)])  # a fall of ~30 mm Hg: a low Flag
+    (low,) = of(run.outputs(), "Flag")
+    assert "below this patient's baseline" in summary_of(low)
+    run.post([bp(192, 170)])  # then a rise past the jump limit
+    flags = {f["status"]: f for f in of(run.outputs(), "Flag")}
+    assert flags["inactive"]["id"] == low["id"]
+    assert flags["inactive"]["period"]["end"] == at(hours=192).replace("+00:00", "Z")
+    assert "above this patient's baseline" in summary_of(flags["active"])
+    notices = of(run.outputs(), "Communication")
+    assert len(notices) == 2  # the raise of each episode

@@ -40,3 +40,9 @@ def test_a_gain_the_first_mornings_noise_hid_is_found_the_next_morning(session) 
     assert flag["period"]["start"] == at(days=4).replace("+00:00", "Z")
     assert "up 1.5 kg on the recent weight 80.1 kg" in summary_of(flag)
     assert flags(session, [80.0, 80.1, 80.0, 81.3, 81.6], day_reference=1) == []
+
+
+def test_a_gain_exactly_at_the_limit_meets_it(session) -> None:  # type: ignore[no-untyped-def]
+    # 79.0 - 76.7 is 2.2999999999999972 in binary floating point: still 2.3 kg on the scale
+    (flag,) = flags(session, [76.7, 77.0, 77.2, 77.7, 78.4, 78.8, 79.0])
+    assert "up 2.3 kg on the week's lowest (76.7 kg on 2026-11-20" in summary_of(flag)

@@ -34,6 +34,12 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def _gain(value: float, reference: float) -> float:
+    """``value - reference`` without binary floating-point residue: 79.0 - 76.7 is
+    2.2999999999999972 in floats, which must meet a 2.3 kg limit as the scale's numbers do."""
+    return round(value - reference, 6)
+
+
 class WeightGain(Kind):
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         rule = ctx.rule
@@ -56,7 +62,7 @@ class WeightGain(Kind):
                   if str(d) in days]
         if recent:
             reference = _median([w[0] for _, w in recent])
-            gain = value - reference
+            gain = _gain(value, reference)
             shown = ", ".join(f"{fmt(w[0], unit)} on {day_text(d)}" for d, w in recent)
             label = "recent weight" if len(recent) > 1 else "previous weight"
             values.append([f"{title} {label} (median)" if len(recent) > 1
@@ -70,7 +76,7 @@ class WeightGain(Kind):
                 if str(d) in days]
         if week:
             low, low_day, low_ref = min(week)
-            gain = value - low
+            gain = _gain(value, low)
             if gain >= rule.week_gain:
                 problems.append(f"up {fmt(gain, unit)} on the week's lowest ({fmt(low, unit)} on "
                                 f"{day_text(low_day)}; limit {fmt(rule.week_gain, unit)} in a "
