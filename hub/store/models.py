@@ -189,14 +189,15 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
-class RuleState(SQLModel, table=True):
-    """Rolling per-patient state of one rule (baselines, counters): constant work per reading."""
+class RulePatientState(SQLModel, table=True):
+    """Every rule's rolling state for one patient (baselines, counters), in one row: one line
+    ``<rule id>\t<state JSON>`` per rule (hub/rules/store.py). One row read and at most one
+    written per message, however many rules the message moves: constant work per reading."""
 
-    __tablename__ = "rule_state"
+    __tablename__ = "rule_patient_state"
 
     patient_id: str = Field(primary_key=True, max_length=64)
-    rule_id: str = Field(primary_key=True, max_length=64)
-    state: str = Field(sa_column=Column(Text, nullable=False))
+    states: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: datetime = Field(sa_column=_ts())
 
 
@@ -215,7 +216,8 @@ Index("ix_outbox_open_key", OutboxItem.__table__.c.destination,  # type: ignore[
 # the API), and when each time-based rule must next run for a patient, so the scheduler reads
 # only what is due (index on due_at) instead of every patient's state.
 class RuleOverride(SQLModel, table=True):
-    """One patient's parameters for one rule (a JSON object of top-level rule fields)."""
+    """One patient's parameters for one rule (a JSON merge patch of the rule's fields); rule id
+    ``*`` holds the patient's own settings for every rule (time zone)."""
 
     __tablename__ = "rule_override"
 
