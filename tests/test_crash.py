@@ -170,10 +170,12 @@ def test_kill_9_serve_mid_stream_keeps_every_acknowledged_reading_once(
     engine.dispose()
 
 
+@pytest.mark.parametrize("prepare_procs", ["0", "1"])  # the worker prepares, or a pool does
 def test_kill_9_worker_mid_backlog_processes_each_message_once(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, prepare_procs: str
 ) -> None:
-    env = hub_env(db_url, HUB_WORKER_BATCH="4")
+    env = hub_env(db_url, HUB_WORKER_BATCH="4", HUB_WORKER_PREPARE_PROCS=prepare_procs,
+                  HUB_WORKER_COMMIT_ROWS="200")
     key = hub_command(env, "keys", "create", "--name", "crash", "--source", "hub").strip()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
