@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -61,6 +63,16 @@ _child: _Child | None = None
 def _start(factory: Callable[[], Preparer]) -> None:
     global _child
     _child = _Child(*factory())
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="orphan-watch",
+                     daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this process once its committer is gone (killed: it cannot say so). A pool's
+    process otherwise waits on its task queue forever, since it holds both ends of the pipe."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _prepare(claims: list[RawMessage], epoch: int) -> list[Prepared]:
