@@ -77,9 +77,7 @@ def main() -> None:
                            rows_per_commit=settings.worker_commit_rows) \
             if args.prepare_procs else None
         if pool is not None:  # its processes start (import, build their hub) before the clock
-            pool.executor.submit(int).result()
-            for _ in range(args.prepare_procs - 1):
-                pool.executor.submit(time.sleep, 0.2).result()
+            pool.start()
         if not args.no_gc_tuning:
             tune_gc()  # as hub.worker.run_worker does in `hub worker` and `hub serve`
         profiler = cProfile.Profile() if args.profile else None

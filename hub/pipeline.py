@@ -269,10 +269,9 @@ class Pipeline:
                 raw.id, raw.source, raw.traceparent, epoch, status=out.status,
                 error_text=out.error_text, notes_text=out.notes_text,
                 dead_letter=bool(out.errors) and out.status != inbox.STATUS_QUARANTINED,
-                staged=staged, refs=[f"{r['resourceType']}/{r['id']}" for r in out.resources],
+                staged=staged, refs=_refs_json(out.resources),
                 registrations=registrations, new=[(k[0], rid) for k, rid in registrations],
-                rules=self.rules.read(observations) if observations else None,
-                observations=[("Observation", r["id"]) for r in observations])
+                rules=self.rules.read(observations) if observations else None)
 
     def _prepare_all(self, conn: Connection, claimed: list[RawMessage]) -> list[Prepared]:
         """Prepare claimed messages in order until ``batch_seconds`` (at least one)."""
@@ -365,8 +364,8 @@ class Pipeline:
         outcomes: list[tuple[str, str]] = []
         for index, (p, drop) in enumerate(run.messages):
             with self.telemetry.message_trace(p.source, p.message_id, p.traceparent):
-                with self.telemetry.span("rules", observations=len(p.observations)):
-                    derived = self._rules(conn, p, run)
+                with self.telemetry.span("rules"):
+                    derived = self._rules(conn, p)
                     derived_written = resources.upsert(conn, derived, p.message_id)
                 if self.router.routes:  # (the filters read the content)
                     mine = [k for k in p.staged.rows if k in changed and run.owner[k] == index]
@@ -374,10 +373,10 @@ class Pipeline:
                         [changed[k] for k in mine] + derived_written,
                         [orjson.loads(run.rows[k][-1]) for k in mine] + derived)
                 refs = p.refs
-                if drop:
+                if drop or derived:  # (rarely: the prepared list is kept as its JSON)
                     gone = {f"{t}/{i}" for t, i in drop}
-                    refs = [r for r in refs if r not in gone]
-                refs = refs + [f"{r['resourceType']}/{r['id']}" for r in derived]
+                    kept = [r for r in orjson.loads(refs or "[]") if r not in gone]
+                    refs = _refs_json(derived, kept)
                 finished.append(inbox.Finished(p.message_id, p.status, p.error_text,
                                                p.notes_text, refs))
                 if p.dead_letter:
@@ -388,13 +387,14 @@ class Pipeline:
         inbox.finish_many(conn, finished)
         return outcomes
 
-    def _rules(self, conn: Connection, p: Prepared, run: _Run) -> list[dict[str, Any]]:
+    def _rules(self, conn: Connection, p: Prepared) -> list[dict[str, Any]]:
         if p.rules is None:
             return []
         derived = self.rules.evaluate_read(conn, p.rules)
         if derived is None:  # the rules changed since prepare read them: read them again
-            derived = self.rules.evaluate(
-                conn, [orjson.loads(run.rows[k][-1]) for k in p.observations])
+            derived = self.rules.evaluate(conn, [orjson.loads(row[-1]) for key, row
+                                                 in p.staged.rows.items()
+                                                 if key[0] == "Observation"])
         return derived
 
     def _under_lock(self, conn: Connection, raw: RawMessage, resolver: IdentityResolver
@@ -490,3 +490,10 @@ def _reader(conn: Connection, raws: dict[str, RawMessage]) -> Callable[[str], Ra
             raw.body = inbox.bodies(conn, [message_id]).get(message_id, b"")
         return raw
     return raw_of
+
+
+def _refs_json(resources: list[dict[str, Any]], before: list[str] | None = None) -> str | None:
+    """A message's lineage as ``inbox.finish`` stores it: the JSON list of its references
+    (made in prepare, so the committer only passes it on)."""
+    refs = (before or []) + [f"{r['resourceType']}/{r['id']}" for r in resources]
+    return orjson.dumps(refs).decode() if refs else None

@@ -17,6 +17,7 @@ nothing either: they are processed under the lock instead (and the pool is start
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -63,6 +64,12 @@ _child: _Child | None = None
 def _start(factory: Callable[[], Preparer]) -> None:
     global _child
     _child = _Child(*factory())
+    # The cyclic GC runs between tasks instead of during them: a task's objects are freed by
+    # reference counting once its results are sent, and scans in the middle of a task found
+    # them all alive. What the hub built at start is frozen out of the scans (as tune_gc
+    # does for the import-time heap).
+    gc.freeze()
+    gc.disable()
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="orphan-watch",
                      daemon=True).start()
 
@@ -79,6 +86,7 @@ def _prepare(claims: list[RawMessage], epoch: int) -> list[Prepared]:
     """In a preparing process: read the bodies, prepare each message (in order)."""
     child = _child
     assert child is not None, "the pool's initializer did not run"
+    gc.collect()  # cycles the previous task left, if any (its results are sent by now)
     if epoch != child.epoch:  # the committer merged patients: bindings read before are stale
         child.pipeline.identities_moved()
         child.epoch = epoch
@@ -129,6 +137,11 @@ class PreparePool:
     def _executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.procs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_start, initargs=(self.factory,))
+
+    def start(self) -> None:
+        """Start every process now (each builds its hub: seconds), not at the first message."""
+        for ready in [self.executor.submit(os.getpid) for _ in range(self.procs)]:
+            ready.result()
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

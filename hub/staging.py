@@ -103,9 +103,9 @@ class Prepared:
     ``fallback`` says why the message must instead be processed whole under the write lock;
     then nothing else is set. ``new`` are the keys of the Patients/Devices this message
     registers (in ``staged``), dropped if an earlier message of the same commit registered
-    them. ``rules`` is what the rules read of its Observations (``RulesStage.read``), and
-    ``observations`` their keys, in order, to read them back from the rows should the rules
-    have changed since.
+    them. ``refs`` is the lineage (its resources) as the JSON the inbox stores. ``rules`` is
+    what the rules read of its Observations (``RulesStage.read``); should the rules have
+    changed since, the committer reads the Observations back from the rows.
     """
 
     message_id: str
@@ -118,8 +118,7 @@ class Prepared:
     notes_text: str | None = None
     dead_letter: bool = False
     staged: Staged = field(default_factory=Staged)
-    refs: list[str] = field(default_factory=list)
+    refs: str | None = None
     registrations: list[tuple[IdentityKey, str]] = field(default_factory=list)
     new: list[tuple[str, str]] = field(default_factory=list)
     rules: RuleInput | None = None
-    observations: list[tuple[str, str]] = field(default_factory=list)

@@ -64,6 +64,8 @@ def worker(
     procs = settings.worker_prepare_procs if prepare_procs is None else prepare_procs
     pool = PreparePool(hub.pipeline, hub.engine, procs, partial(preparer, settings),
                        rows_per_commit=settings.worker_commit_rows) if procs else None
+    if pool is not None:
+        pool.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -207,18 +207,20 @@ def finish(
     resource_refs: list[str], notes: str | None = None,
 ) -> None:
     """Record the outcome of processing, in the same transaction as the resources."""
-    finish_many(conn, [Finished(message_id, status, error, notes, resource_refs)])
+    refs = orjson.dumps(resource_refs).decode() if resource_refs else None
+    finish_many(conn, [Finished(message_id, status, error, notes, refs)])
 
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The outcome of processing one message, as ``finish_many`` records it."""
+    """The outcome of processing one message, as ``finish_many`` records it; ``refs`` is the
+    JSON list of the resources it produced (None: none)."""
 
     message_id: str
     status: str
     error: str | None
     notes: str | None
-    resource_refs: list[str]
+    refs: str | None
 
 
 _FINISH = ("UPDATE inbound_message SET status = {m}, error = {m}, notes = {m}, "
@@ -231,9 +233,7 @@ def finish_many(conn: Connection, outcomes: list[Finished]) -> None:
         return
     now = T.c.processed_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     when = now(utcnow()) if now is not None else utcnow()
-    params = [(o.status, o.error, o.notes, when,
-               orjson.dumps(o.resource_refs).decode() if o.resource_refs else None, o.message_id)
-              for o in outcomes]
+    params = [(o.status, o.error, o.notes, when, o.refs, o.message_id) for o in outcomes]
     marker = "%s" if is_postgres(conn.engine) else "?"
     statement = _FINISH.format(m=marker)
     if len(params) == 1:
