@@ -122,8 +122,8 @@ class HubProcesses:
 
 
 @contextmanager
-def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None, workers: int = 1
-                ) -> Iterator[HubProcesses]:
+def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None, workers: int = 1,
+                prepare_procs: int = 0) -> Iterator[HubProcesses]:
     port = free_port()
     env = {**os.environ, "HUB_DATABASE_URL": db_url, "HUB_SECRET_KEY": SECRET,
            "HUB_ENV": "test", "HUB_MAPPINGS_DIR": str(REPO / "mappings"),
@@ -135,7 +135,8 @@ def running_hub(db_url: str, topology: str, workdir: Path, batch: int | None, wo
     if topology == "split":
         commands["serve"].append("--no-worker")
         for n in range(1, workers + 1):
-            commands[f"worker-{n}"] = [sys.executable, "-m", "hub", "worker"]
+            commands[f"worker-{n}"] = [sys.executable, "-m", "hub", "worker",
+                                       "--prepare-procs", str(prepare_procs)]
     hub = HubProcesses(f"http://127.0.0.1:{port}")
     try:
         for name, argv in commands.items():
@@ -248,7 +249,9 @@ def run_backend(backend: str, args: argparse.Namespace, bodies: list[tuple[bytes
         engine = make_engine(url)
         key = api_keys.create(engine, SECRET, "bench", ["hub"])
         workers = args.pg_workers if backend == "postgres" else 1
-        with running_hub(url, args.topology, Path(tmp), args.worker_batch, workers) as hub:
+        procs = args.pg_prepare_procs if backend == "postgres" else args.prepare_procs
+        with running_hub(url, args.topology, Path(tmp), args.worker_batch, workers,
+                         procs) as hub:
             began = time.perf_counter()
             latencies, failures = post_all(hub.base_url, key, bodies, args.clients)
             acked = time.perf_counter()
@@ -341,6 +344,11 @@ def main() -> None:
     parser.add_argument("--pg-workers", type=int, default=2,
                         help="hub worker processes on PostgreSQL (split topology; SQLite has "
                              "one: its writers take turns on one lock)")
+    parser.add_argument("--prepare-procs", type=int, default=1,
+                        help="SQLite: processes preparing for the worker (hub worker "
+                             "--prepare-procs; split topology)")
+    parser.add_argument("--pg-prepare-procs", type=int, default=0,
+                        help="PostgreSQL: the same, per worker")
     parser.add_argument("--worker-batch", type=int, default=None,
                         help="HUB_WORKER_BATCH for the hub (default: the hub's own)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to drain")
@@ -355,6 +363,8 @@ def main() -> None:
     result: dict[str, Any] = {"cores": os.cpu_count(), "readings": args.readings,
                               "batch": args.batch, "clients": args.clients,
                               "topology": args.topology, "pg_workers": args.pg_workers,
+                              "prepare_procs": args.prepare_procs,
+                              "pg_prepare_procs": args.pg_prepare_procs,
                               "load_average_start": round(os.getloadavg()[0], 2)}
     contents = equivalent_observations(bodies, args.baseline_readings)
 

@@ -1,17 +1,27 @@
 """The pipeline: the one module that knows the order of the stages.
 
     inbox (durable raw message)
-      → connector.decode / extract         (connectors)
-      → identity + build_observation       (normalize)
-      → resources.upsert                   (store)
-      → rules.evaluate                     (rules)
-      → outbox.enqueue                     (sync)
-      → inbox.finish                       (same transaction)
+      → connector.decode / extract         (connectors)  ┐
+      → identity + build_observation       (normalize)   │ prepare: reads, never writes
+      → resources.stage (rows, hashes)     (store)       ┘
+      → resources.write                    (store)       ┐
+      → rules.evaluate                     (rules)       │ commit: one transaction
+      → outbox.enqueue                     (sync)        │
+      → inbox.finish                       (same txn)    ┘
 
-A batch of claimed messages is processed in one transaction, each message inside a savepoint:
-a crash anywhere rolls the whole batch back to "received" (nothing lost, and nothing half-done to
-duplicate), and a bug on one message fails only that message. Resource ids are deterministic, so
-reprocessing a message rewrites the same resources without new versions.
+*Prepare* (``prepare``) does a message's per-reading CPU work without writing anything
+(``hub.staging`` says what it may not decide alone and how the commit checks what it read). On
+SQLite it runs outside the write lock, and ``hub worker --prepare-procs N`` runs it in other
+processes. *Commit* (``commit``) writes a batch of prepared messages in one transaction: the
+resources of consecutive messages in one upsert, rules per message in message order, the outbox
+and every message's outcome in the same transaction. A crash anywhere rolls the whole batch back
+to "received" (nothing lost, and nothing half-done to duplicate); resource ids are deterministic,
+so reprocessing a message rewrites the same resources without new versions.
+
+A bad message fails alone: data errors are that message's outcome; a bug (an exception) in a
+combined write rolls back to the savepoint before it and its messages are processed again one by
+one, each inside its own savepoint, as are messages prepare sent to the lock: a bug then fails
+only its message.
 """
 
 from __future__ import annotations
@@ -21,21 +31,24 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from sqlalchemy.engine import Connection, Engine
 
-from hub.contracts import Extraction, PatientMerge, RawMessage
+from hub.contracts import Extraction, Identifier, Measurement, PatientMerge, RawMessage
 from hub.errors import DataError, UnassignedDeviceError
 from hub.identity import IdentityModes, IdentityResolver
+from hub.identity.modes import CREATE
 from hub.mappings.catalogue import MappingSet
 from hub.normalize.hl7v2_observation import build_detailed_observation
 from hub.normalize.observation import Lineage, build_observation
 from hub.normalize.plausibility import held_reason
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
-from hub.store import dead_letters, inbox, outbox, resources
-from hub.store.db import is_transient, write_tx
+from hub.staging import IdentityKey, NeedsLock, Prepared, StagedResolver
+from hub.store import dead_letters, inbox, outbox, registry, resources
+from hub.store.db import is_postgres, is_transient, write_tx
 from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
 from hub.telemetry import Telemetry
@@ -74,6 +87,57 @@ def _describe(error: DataError) -> str:
     return f"{error.location}: {error.message}" if error.location else error.message
 
 
+class Resolver(Protocol):
+    """Identity as ``convert`` uses it: ``IdentityResolver`` (writes the registry as it goes) or
+    ``StagedResolver`` (prepare: writes nothing)."""
+
+    def begin_message(self, source: str) -> None: ...
+
+    def device(self, conn: Connection, ident: Identifier) -> str: ...
+
+    def patient(self, conn: Connection, m: Measurement, device_id: str) -> str: ...
+
+    def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+    def bind_stated(self, conn: Connection, stated: list[dict[str, Any]]) -> list[str]: ...
+
+    def take_new(self) -> list[dict[str, Any]]: ...
+
+
+class StaleIdentity(Exception):
+    """An identifier a run registers was bound elsewhere after it was checked."""
+
+
+@dataclass
+class _Run:
+    """Consecutive prepared messages written together: their rows merged (the first of equal
+    rows kept: an upsert of the same content again changes nothing), who owns each row, and the
+    identifiers they register."""
+
+    messages: list[tuple[Prepared, set[tuple[str, str]]]] = field(default_factory=list)
+    rows: dict[tuple[str, str], resources.Row] = field(default_factory=dict)
+    owner: dict[tuple[str, str], int] = field(default_factory=dict)
+    tokens: list[resources.Token] = field(default_factory=list)
+    proposed: dict[IdentityKey, str] = field(default_factory=dict)
+
+    def conflicts(self, p: Prepared) -> bool:
+        """Does ``p`` write a resource this run writes, with other content? Then ``p`` starts a
+        new run, so each version is written (and delivered) in order, as one by one."""
+        rows = self.rows
+        return any(k in rows and rows[k][2] != row[2] for k, row in p.staged.rows.items())
+
+    def add(self, p: Prepared, drop: set[tuple[str, str]]) -> None:
+        index = len(self.messages)
+        self.messages.append((p, drop))
+        rows, owner = self.rows, self.owner
+        for key, row in p.staged.rows.items():
+            if key not in rows and key not in drop:
+                rows[key] = row
+                owner[key] = index
+        self.tokens.extend(p.staged.tokens)
+        self.proposed.update((k, rid) for k, rid in p.registrations if k not in self.proposed)
+
+
 @dataclass
 class Pipeline:
     """Stages wired together. ``mappings`` is a callable so hot reload swaps sets atomically."""
@@ -85,6 +149,11 @@ class Pipeline:
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
     identity_cache: dict[tuple[str, str, str], str] = field(default_factory=dict)
     identity_modes: IdentityModes = field(default_factory=IdentityModes)  # create/lookup by source
+    # Bindings prepare read from the registry (committed ones), and the registry epoch they were
+    # read at: a patient merge (in any process) bumps it, which makes everything prepared before
+    # stale (``hub.staging``, ``hub.store.registry.epoch``).
+    staged_identities: dict[IdentityKey, str] = field(default_factory=dict)
+    epoch: int = -1
     # A batch stops taking claimed messages after this long, and commits. On SQLite the batch
     # holds the database write lock, so every POST waits for it: 64 messages of 500 readings
     # held it for seconds (measured: POST p99 7.1 s in bench.ingest). The rest of the claim
@@ -97,7 +166,7 @@ class Pipeline:
     # CPU per reading went 58.7 → 54.5 µs, mean of 3 runs of bench.worker).
     _next_claim: int = field(default=0, init=False, repr=False)  # 0: the caller's limit
 
-    def convert(self, conn: Connection, raw: RawMessage, resolver: IdentityResolver) -> Outcome:
+    def convert(self, conn: Connection, raw: RawMessage, resolver: Resolver) -> Outcome:
         """Everything a message yields, without writing it (``hub convert`` uses this alone)."""
         with self.telemetry.span("decode", source=raw.source):
             connector = self.connectors.get(raw.source)
@@ -145,6 +214,8 @@ class Pipeline:
                     out.errors.append(_describe(exc))
                 except DataError as exc:
                     out.errors.append(_describe(exc))
+        if sampled.periods and isinstance(resolver, StagedResolver):
+            raise NeedsLock("sampled data")  # merged with the stored period: read under the lock
         out.resources = (given + resolver.take_new()
                          + extraction.resources + out.resources + sampled.observations(conn))
         total = len(extraction.measurements) + len(extraction.resources) + len(extraction.errors)
@@ -181,32 +252,229 @@ class Pipeline:
             dead_letters.add_inbound(conn, raw.id, "normalize", out.error_text or "")
         return out
 
+    # ------------------------------------------------------------------ prepare
+
+    def prepare(self, conn: Connection, raw: RawMessage, epoch: int | None = None) -> Prepared:
+        """Everything ``raw`` will write, made without writing (module docstring); ``conn``
+        only reads. ``epoch``: the committer's identity epoch this is prepared under."""
+        epoch = self.epoch if epoch is None else epoch
+        resolver = StagedResolver(self.staged_identities)
+        with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
+            if self.identity_modes.of(raw.source) != CREATE:  # unknown identifiers quarantine
+                return Prepared(raw.id, raw.source, raw.traceparent, epoch,
+                                fallback="identity lookup mode")
+            try:
+                out = self.convert(conn, raw, resolver)
+            except NeedsLock as exc:
+                return Prepared(raw.id, raw.source, raw.traceparent, epoch, fallback=exc.reason)
+            except DataError as exc:
+                out = Outcome(status=inbox.STATUS_FAILED, errors=[_describe(exc)])
+            except Exception as exc:
+                if is_transient(exc, conn.engine):
+                    raise
+                # A bug: processed again under the lock, where it is recorded as one.
+                return Prepared(raw.id, raw.source, raw.traceparent, epoch,
+                                fallback="internal error")
+            if out.merges:
+                return Prepared(raw.id, raw.source, raw.traceparent, epoch,
+                                fallback="patient merges")
+            if out.status in (inbox.STATUS_FAILED, inbox.STATUS_QUARANTINED):
+                out.resources = []  # and nothing registered: a Device nothing refers to
+            with self.telemetry.span("stage", resources=len(out.resources)):
+                staged = resources.stage(conn.dialect, out.resources, raw.id)
+            observations = [r for r in out.resources if r["resourceType"] == "Observation"]
+            registrations = resolver.registrations if out.resources else []
+            return Prepared(
+                raw.id, raw.source, raw.traceparent, epoch, status=out.status,
+                error_text=out.error_text, notes_text=out.notes_text,
+                dead_letter=bool(out.errors) and out.status != inbox.STATUS_QUARANTINED,
+                staged=staged, refs=_refs_json(out.resources),
+                registrations=registrations, new=[(k[0], rid) for k, rid in registrations],
+                rules=self.rules.read(observations) if observations else None,
+                # Replies owed to the sender (HL7v2 deferred application ACKs) with the outcome
+                # they report (hub.sync.replies); made here, where the body is at hand.
+                replies=self.router.replies(raw, out.status))
+
+    def _prepare_all(self, conn: Connection, claimed: list[RawMessage]) -> list[Prepared]:
+        """Prepare claimed messages in order until ``batch_seconds`` (at least one)."""
+        self._follow_epoch(conn)
+        deadline = time.monotonic() + self.batch_seconds
+        prepared: list[Prepared] = []
+        for raw in claimed:
+            prepared.append(self.prepare(conn, raw))
+            if prepared[-1].fallback is None:
+                raw.body = b""  # not needed unless the message is processed again, read back then
+            if time.monotonic() > deadline:
+                break
+        return prepared
+
+    # ------------------------------------------------------------------ commit
+
+    def commit(self, conn: Connection, batch: list[Prepared],
+               raw_of: Callable[[str], RawMessage], resolver: IdentityResolver
+               ) -> list[tuple[str, str]]:
+        """Write prepared messages, in order, in the caller's transaction; (source, status)
+        per message. A message prepare sent to the lock, prepared under an older identity
+        epoch, or whose registrations are stale is processed whole by ``raw_of`` (the message
+        with its body) and ``resolver`` (call its committed()/rolled_back() after)."""
+        # Under the lock now: a merge committed since prepare read the registry makes what it
+        # prepared stale (each such message is processed whole); on PostgreSQL this read also
+        # holds merges off until this transaction ends.
+        self._follow_epoch(conn)
+        outcomes: list[tuple[str, str]] = []
+        bound: dict[IdentityKey, str] = {}  # registered in this transaction by earlier runs
+        run = _Run()
+        for p in batch:
+            drop = self._checked(conn, p, bound, run)
+            if drop is not None and run.conflicts(p):
+                outcomes += self._write_run(conn, run, bound, raw_of, resolver)
+                run = _Run()
+                drop = self._checked(conn, p, bound, run)
+            if drop is not None:
+                run.add(p, drop)
+                continue
+            outcomes += self._write_run(conn, run, bound, raw_of, resolver)
+            run = _Run()
+            outcomes.append(self._under_lock(conn, raw_of(p.message_id), resolver))
+        outcomes += self._write_run(conn, run, bound, raw_of, resolver)
+        return outcomes
+
+    def _checked(self, conn: Connection, p: Prepared, bound: dict[IdentityKey, str],
+                 run: _Run) -> set[tuple[str, str]] | None:
+        """None if ``p`` must be processed under the lock; else the keys of the Patients/Devices
+        it would register that this transaction registered already (not written again)."""
+        if p.fallback is not None or p.epoch != self.epoch:
+            return None
+        drop: set[tuple[str, str]] = set()
+        for key, rid in p.registrations:
+            known = bound.get(key) or run.proposed.get(key)
+            if known is None:
+                if registry.lookup(conn, key[0], Identifier(key[1], key[2])) is not None:
+                    return None  # bound since prepare read the registry
+                continue
+            if known != rid:
+                return None
+            drop.add((key[0], rid))
+        return drop
+
+    def _write_run(self, conn: Connection, run: _Run, bound: dict[IdentityKey, str],
+                   raw_of: Callable[[str], RawMessage], resolver: IdentityResolver
+                   ) -> list[tuple[str, str]]:
+        if not run.messages:
+            return []
+        savepoint = conn.begin_nested()
+        try:
+            outcomes = self._write(conn, run)
+        except Exception as exc:
+            if is_transient(exc, conn.engine):
+                raise
+            savepoint.rollback()
+            # One of them trips something (a bug, or a registration raced): each again on its
+            # own, in its own savepoint, so only the culprit fails.
+            log.warning("combined write of %d messages failed (%s); one by one instead",
+                        len(run.messages), type(exc).__name__)
+            return [self._under_lock(conn, raw_of(p.message_id), resolver)
+                    for p, _ in run.messages]
+        savepoint.commit()
+        bound.update(run.proposed)
+        return outcomes
+
+    def _write(self, conn: Connection, run: _Run) -> list[tuple[str, str]]:
+        for key, rid in run.proposed.items():
+            if registry.register(conn, key[0], Identifier(key[1], key[2]), rid) != rid:
+                raise StaleIdentity
+        with self.telemetry.span("store", batch=len(run.messages), resources=len(run.rows)):
+            written = resources.write(conn, list(run.rows.values()), run.tokens)
+        changed = {(w.res_type, w.res_id): w for w in written}
+        items: list[tuple[str, resources.Written]] = []
+        finished: list[inbox.Finished] = []
+        outcomes: list[tuple[str, str]] = []
+        for index, (p, drop) in enumerate(run.messages):
+            with self.telemetry.message_trace(p.source, p.message_id, p.traceparent):
+                with self.telemetry.span("rules"):
+                    derived = self._rules(conn, p)
+                    derived_written = resources.upsert(conn, derived, p.message_id)
+                if self.router.routes:  # (the filters read the content)
+                    mine = [k for k in p.staged.rows if k in changed and run.owner[k] == index]
+                    items += self.router.route(
+                        [changed[k] for k in mine] + derived_written,
+                        [orjson.loads(run.rows[k][-1]) for k in mine] + derived)
+                refs = p.refs
+                if drop or derived:  # (rarely: the prepared list is kept as its JSON)
+                    gone = {f"{t}/{i}" for t, i in drop}
+                    kept = [r for r in orjson.loads(refs or "[]") if r not in gone]
+                    refs = _refs_json(derived, kept)
+                items += p.replies
+                finished.append(inbox.Finished(p.message_id, p.status, p.error_text,
+                                               p.notes_text, refs))
+                if p.dead_letter:
+                    dead_letters.add_inbound(conn, p.message_id, "normalize", p.error_text or "")
+                outcomes.append((p.source, p.status))
+        with self.telemetry.span("outbox"):
+            outbox.enqueue(conn, items)
+        inbox.finish_many(conn, finished)
+        return outcomes
+
+    def _rules(self, conn: Connection, p: Prepared) -> list[dict[str, Any]]:
+        if p.rules is None:
+            return []
+        derived = self.rules.evaluate_read(conn, p.rules)
+        if derived is None:  # the rules changed since prepare read them: read them again
+            derived = self.rules.evaluate(conn, [orjson.loads(row[-1]) for key, row
+                                                 in p.staged.rows.items()
+                                                 if key[0] == "Observation"])
+        return derived
+
+    def _under_lock(self, conn: Connection, raw: RawMessage, resolver: IdentityResolver
+                    ) -> tuple[str, str]:
+        """A message processed whole inside the transaction, in its own savepoint."""
+        with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
+            out = self._process_isolated(conn, raw, resolver)
+            # Replies owed to the sender (HL7v2 deferred application ACKs), with the outcome
+            # they report: hub.sync.replies.
+            outbox.enqueue(conn, self.router.replies(raw, out.status))
+        if out.merges and out.status != inbox.STATUS_FAILED:
+            self._follow_epoch(conn)  # the merge bumped the registry epoch in this transaction
+        return raw.source, out.status
+
+    def _follow_epoch(self, conn: Connection) -> None:
+        """Patients merged (here or in another process) since bindings were read: those read
+        before are stale, and so is everything prepared with them (see ``hub.staging``)."""
+        current = registry.epoch(conn, share=is_postgres(conn.engine))
+        if current != self.epoch:
+            self.staged_identities.clear()
+            self.epoch = current
+
+    # ------------------------------------------------------------------ a batch, in process
+
     def run_batch(self, engine: Engine, limit: int, only: list[str] | None = None) -> int:
-        """Claim up to ``limit`` received messages, process and commit them (stopping early after
-        ``batch_seconds``: the others stay received); returns how many were processed.
+        """Claim up to ``limit`` received messages, prepare (stopping early after
+        ``batch_seconds``: the others stay received) and commit them; returns how many were
+        processed. On SQLite the prepare phase holds no lock: the messages are read, prepared,
+        and taken under the write lock only if still received.
 
         ``only`` restricts the claim to those message ids (a synchronous FHIR write processes
         its own message, not whatever backlog is ahead of it); 0 means none of them was free.
         """
         resolver = IdentityResolver(self.identity_cache, self.identity_modes)
-        # Only (source, status) outlives a message: holding every message's resources until the
-        # batch commits kept ~25 containers per reading alive, and the cyclic GC re-scanned them
-        # all as they piled up (measured: worker 126 → ~95 µs per reading on SQLite).
-        outcomes: list[tuple[str, str]] = []
+        size = min(limit, self._next_claim or limit)
         try:
-            with write_tx(engine) as conn:
-                claimed = inbox.claim(conn, min(limit, self._next_claim or limit), only)
-                deadline = time.monotonic() + self.batch_seconds
-                for raw in claimed:
-                    with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
-                        status = self._process_isolated(conn, raw, resolver).status
-                        # Replies owed to the sender (HL7v2 deferred application ACKs), with
-                        # the outcome they report: hub.sync.replies.
-                        outbox.enqueue(conn, self.router.replies(raw, status))
-                    outcomes.append((raw.source, status))
-                    raw.body = b""  # the claimed bodies are not needed past their message
-                    if time.monotonic() > deadline:
-                        break
+            if is_postgres(engine):
+                with write_tx(engine) as conn:
+                    claimed = inbox.claim(conn, size, only)
+                    raws = {raw.id: raw for raw in claimed}
+                    prepared = self._prepare_all(conn, claimed)
+                    outcomes = self.commit(conn, prepared, _reader(conn, raws), resolver)
+            else:
+                with engine.connect() as conn:
+                    claimed = inbox.claim(conn, size, only, lock=False)
+                    raws = {raw.id: raw for raw in claimed}
+                    prepared = self._prepare_all(conn, claimed)
+                    conn.rollback()
+                with write_tx(engine) as conn:
+                    taken = inbox.take(conn, [p.message_id for p in prepared])
+                    outcomes = self.commit(conn, [p for p in prepared if p.message_id in taken],
+                                           _reader(conn, raws), resolver)
         except BaseException as exc:
             resolver.rolled_back()
             if isinstance(exc, Exception) and is_transient(exc, engine):
@@ -219,7 +487,7 @@ class Pipeline:
         resolver.committed()
         # Only a batch cut short by the time budget says how many fit; one that ran out of
         # messages says nothing, so the next claim asks for the full limit again.
-        done = len(outcomes)
+        done = len(prepared)
         self._next_claim = done + done // 2 + 1 if done < len(claimed) else 0
         for source, status in outcomes:
             self.telemetry.count_outcome(source, status)
@@ -246,3 +514,20 @@ class Pipeline:
             return Outcome(status=inbox.STATUS_FAILED, errors=[reason])
         savepoint.commit()
         return out
+
+
+def _reader(conn: Connection, raws: dict[str, RawMessage]) -> Callable[[str], RawMessage]:
+    """A claimed message by id, its body read back if prepare let it go."""
+    def raw_of(message_id: str) -> RawMessage:
+        raw = raws[message_id]
+        if not raw.body:
+            raw.body = inbox.bodies(conn, [message_id]).get(message_id, b"")
+        return raw
+    return raw_of
+
+
+def _refs_json(resources: list[dict[str, Any]], before: list[str] | None = None) -> str | None:
+    """A message's lineage as ``inbox.finish`` stores it: the JSON list of its references
+    (made in prepare, so the committer only passes it on)."""
+    refs = (before or []) + [f"{r['resourceType']}/{r['id']}" for r in resources]
+    return orjson.dumps(refs).decode() if refs else None

@@ -12,6 +12,7 @@ from hub.identity import IdentityModes
 from hub.mappings.live import LiveMappings
 from hub.normalize import units
 from hub.pipeline import Pipeline
+from hub.prepare_pool import Preparer
 from hub.registry import ConnectorRegistry
 from hub.rules.engine import RulesEngine
 from hub.settings import Settings
@@ -20,6 +21,7 @@ from hub.sync.config import DestinationsFile, load_destinations, resolve_destina
 from hub.sync.routing import OutboxRouter
 from hub.sync.settings import SyncSettings
 from hub.telemetry import Telemetry
+from hub.worker import tune_gc
 
 
 @dataclass
@@ -62,3 +64,11 @@ class Hub:
                             identity_modes=modes)
         return cls(settings, engine, mappings, connectors, pipeline, telemetry, sync_settings,
                    destinations)
+
+
+def preparer(settings: Settings) -> Preparer:
+    """What a preparing process of ``hub worker --prepare-procs`` runs (``hub.prepare_pool``):
+    its own hub from the worker's settings."""
+    tune_gc()
+    hub = Hub.build(settings)
+    return hub.pipeline, hub.engine, hub.mappings.refresh

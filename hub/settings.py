@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     inline_worker: bool = Field(True, description="hub serve also processes the inbox")
     worker_batch: int = Field(64, description="inbound messages claimed per worker transaction")
     worker_poll_secs: float = Field(0.05, description="idle wait between empty inbox polls")
+    worker_prepare_procs: int = Field(
+        0, ge=0, description="hub worker: processes preparing messages for it to commit (0: the "
+        "worker prepares them itself); see README § Performance")
+    worker_commit_rows: int = Field(
+        10_000, ge=1, description="hub worker with prepare processes: rows per commit, at most")
     default_timezone: str = Field("UTC", description="for source times that carry no offset")
     mllp_enabled: bool = Field(True, description="hub serve also listens for HL7v2 over MLLP")
     mllp_host: str = Field("127.0.0.1", description="MLLP listen address (0.0.0.0: every "

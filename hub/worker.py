@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from hub.mappings.live import LiveMappings
 from hub.pipeline import Pipeline
+from hub.prepare_pool import PreparePool
 from hub.store.db import is_transient
 
 log = logging.getLogger("hub.worker")
@@ -45,13 +46,14 @@ def tune_gc() -> None:
     gc.set_threshold(_GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def drain(pipeline: Pipeline, engine: Engine, batch: int) -> int:
+def drain(pipeline: Pipeline, engine: Engine, batch: int, pool: PreparePool | None = None
+          ) -> int:
     """Process until the inbox has nothing received; returns the number of messages processed."""
     total = 0
     while True:
-        done = pipeline.run_batch(engine, batch)
+        done = pool.step(wait=1.0) if pool is not None else pipeline.run_batch(engine, batch)
         total += done
-        if done == 0:
+        if done == 0 and (pool is None or not pool.tasks):
             return total
 
 
@@ -65,8 +67,10 @@ def run_worker(
     mappings: LiveMappings | None = None,
     reload_secs: float = 2.0,
     rules_secs: float = 15.0,
+    pool: PreparePool | None = None,
 ) -> int:
     """Loop: claim a batch, process, repeat; sleep ``poll_secs`` when idle; stop on ``stop``.
+    With ``pool``, its processes prepare the messages and this loop commits them.
 
     A database error (server restarting, lock timeout) backs off and retries: the claimed batch
     rolled back, so nothing is lost. Returns, and logs (a count, nothing else), how many messages
@@ -89,7 +93,10 @@ def run_worker(
                 pipeline.rules.refresh()
                 pipeline.rules.tick(engine, route=pipeline.router.route)
                 next_rules = time.monotonic() + rules_secs
-            done = pipeline.run_batch(engine, batch)
+            if pool is not None:
+                done = pool.step(wait=poll_secs)
+            else:
+                done = pipeline.run_batch(engine, batch)
             total += done
             backoff = poll_secs
         except Exception as exc:
@@ -103,7 +110,8 @@ def run_worker(
             backoff = min(backoff * 2, 5.0)
             continue
         if done == 0:
-            stop.wait(poll_secs)
+            if pool is None or not pool.tasks:  # (the pool waited for its work already)
+                stop.wait(poll_secs)
         elif yield_secs:
             stop.wait(yield_secs)
     log.info("worker loop stopped; %d messages processed", total)

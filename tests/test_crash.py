@@ -110,6 +110,19 @@ def assert_each_message_committed_once(engine: Engine, messages: int) -> None:
     assert versions == 1  # no reading stored twice, not even its Patient or Device
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def sa_url(db_url: str) -> str:
     return db_url.replace("postgresql://", "postgresql+psycopg://")
 
@@ -170,10 +183,12 @@ def test_kill_9_serve_mid_stream_keeps_every_acknowledged_reading_once(
     engine.dispose()
 
 
+@pytest.mark.parametrize("prepare_procs", ["0", "1"])  # the worker prepares, or a pool does
 def test_kill_9_worker_mid_backlog_processes_each_message_once(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, prepare_procs: str
 ) -> None:
-    env = hub_env(db_url, HUB_WORKER_BATCH="4")
+    env = hub_env(db_url, HUB_WORKER_BATCH="4", HUB_WORKER_PREPARE_PROCS=prepare_procs,
+                  HUB_WORKER_COMMIT_ROWS="200")
     key = hub_command(env, "keys", "create", "--name", "crash", "--source", "hub").strip()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -201,10 +216,16 @@ def test_kill_9_worker_mid_backlog_processes_each_message_once(
             assert first.alive(), first.output()
             assert time.monotonic() < deadline, first.output()
             time.sleep(0.005)
+        preparing = children(first.proc.pid)
+        assert bool(preparing) == (prepare_procs != "0")  # (with a pool: + its resource tracker)
         first.kill_9()
     finally:
         if first.alive():
             first.kill_9()
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in preparing):  # they end with it
+        assert time.monotonic() < deadline, "a preparing process outlived its worker"
+        time.sleep(0.1)
     at_kill = inbox_statuses(engine)
     assert 0 < at_kill.get("processed", 0) < bodies, at_kill  # killed in the middle
     assert at_kill.get("processed", 0) + at_kill.get("received", 0) == bodies

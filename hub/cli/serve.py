@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -13,7 +14,8 @@ import uvicorn
 from hub.api.app import create_app
 from hub.cli.mllp import start_beside_api
 from hub.cli.mqtt import start_beside_api as start_mqtt_beside_api
-from hub.runtime import Hub
+from hub.prepare_pool import PreparePool
+from hub.runtime import Hub, preparer
 from hub.settings import Settings
 from hub.store.db import upgrade
 from hub.worker import run_worker
@@ -58,14 +60,26 @@ def serve(
 
 def worker(
     batch: int | None = typer.Option(None, help="messages per transaction"),
+    prepare_procs: int | None = typer.Option(
+        None, min=0, help="processes preparing messages for this one to commit (default "
+                          "HUB_WORKER_PREPARE_PROCS; 0: none)"),
 ) -> None:
     """Process the inbox until interrupted; run several on one PostgreSQL to share the work."""
     settings = Settings()
     hub = Hub.build(settings)
+    procs = settings.worker_prepare_procs if prepare_procs is None else prepare_procs
+    pool = PreparePool(hub.pipeline, hub.engine, procs, partial(preparer, settings),
+                       rows_per_commit=settings.worker_commit_rows) if procs else None
+    if pool is not None:
+        pool.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     log.info("worker started")
-    run_worker(hub.pipeline, hub.engine, stop, batch=batch or settings.worker_batch,
-               poll_secs=settings.worker_poll_secs, mappings=hub.mappings)
+    try:
+        run_worker(hub.pipeline, hub.engine, stop, batch=batch or settings.worker_batch,
+                   poll_secs=settings.worker_poll_secs, mappings=hub.mappings, pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()
     log.info("worker stopped")

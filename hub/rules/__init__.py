@@ -13,6 +13,7 @@ The engine that reads ``mappings/rules/`` is ``hub.rules.engine.RulesEngine``; t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -21,12 +22,31 @@ from sqlalchemy.engine import Connection, Engine
 from hub.store.resources import Written
 
 
+@dataclass(frozen=True, slots=True)
+class RuleInput:
+    """What the rules read of some Observations (``RulesStage.read``), made without the
+    database: the pipeline's prepare phase makes it, possibly in another process (picklable).
+    ``program`` names the rules that read it."""
+
+    program: str
+    samples: Any
+
+
 class RulesStage(Protocol):
     """Evaluate rules over Observations just written; return resources to store and deliver."""
 
     def evaluate(
         self, conn: Connection, observations: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
+        ...
+
+    def read(self, observations: list[dict[str, Any]]) -> RuleInput:
+        """The part of ``evaluate`` that needs no database."""
+        ...
+
+    def evaluate_read(self, conn: Connection, read: RuleInput) -> list[dict[str, Any]] | None:
+        """``evaluate`` of what ``read`` gave; None if other rules read it (edited since):
+        then ``evaluate`` the Observations instead."""
         ...
 
     def tick(self, db: Engine, now: datetime | None = None,
@@ -46,6 +66,12 @@ class NoRules:
     def evaluate(
         self, conn: Connection, observations: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
+        return []
+
+    def read(self, observations: list[dict[str, Any]]) -> RuleInput:
+        return RuleInput("", None)
+
+    def evaluate_read(self, conn: Connection, read: RuleInput) -> list[dict[str, Any]] | None:
         return []
 
     def tick(self, db: Engine, now: datetime | None = None,

@@ -30,13 +30,13 @@ import orjson
 from sqlalchemy.engine import Connection, Engine
 
 from hub.errors import MappingError
-from hub.rules import store
+from hub.rules import RuleInput, store
 from hub.rules.kinds import KINDS
 from hub.rules.kinds.base import Kind
 from hub.rules.lifecycle import Ctx
 from hub.rules.outputs import hub_device
 from hub.rules.program import Program, empty_program, fingerprint, load_program
-from hub.rules.readings import samples_by_patient
+from hub.rules.readings import Sample, samples_by_patient
 from hub.store import outbox, resources
 from hub.store.db import utcnow, write_tx
 from hub.store.resources import Written
@@ -135,7 +135,21 @@ class RulesEngine:
     def evaluate(self, conn: Connection, observations: list[dict[str, Any]]
                  ) -> list[dict[str, Any]]:
         """The RulesStage: new Observations in, resources to store and deliver out."""
-        grouped = samples_by_patient(observations, self.program)
+        return self._evaluate(conn, samples_by_patient(observations, self.program))
+
+    def read(self, observations: list[dict[str, Any]]) -> RuleInput:
+        """The samples of ``observations`` (no database): the pipeline reads them while it
+        prepares a message, in whichever process does that."""
+        return RuleInput(self.program.fingerprint, samples_by_patient(observations, self.program))
+
+    def evaluate_read(self, conn: Connection, read: RuleInput) -> list[dict[str, Any]] | None:
+        if read.program != self.program.fingerprint:
+            return None  # read by rules since edited: evaluate the Observations instead
+        grouped: dict[str, list[Sample]] = read.samples
+        return self._evaluate(conn, grouped)
+
+    def _evaluate(self, conn: Connection, grouped: dict[str, list[Sample]]
+                  ) -> list[dict[str, Any]]:
         if not grouped:
             return []
         loaded = store.load(conn, list(grouped))

@@ -32,6 +32,12 @@ class Sample:
     values: dict[str, Value]
     usable: bool
 
+    def __reduce__(self) -> tuple[type[Sample], tuple[str, float, str, dict[str, Value], bool]]:
+        # Samples are pickled from the process that prepared a message to the one committing
+        # it (hub.prepare_pool): the dataclass's own slots state was 2.6 µs to pickle and
+        # 1.6 µs to unpickle a sample; a constructor call is cheaper.
+        return Sample, (self.patient, self.t, self.ref, self.values, self.usable)
+
 
 def epoch(text: str) -> float | None:
     """An ISO 8601 instant → epoch seconds (a time without offset is taken as UTC)."""

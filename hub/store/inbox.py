@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -143,9 +144,12 @@ def set_reply(engine: Engine, message_id: str, reply: bytes) -> None:
         conn.execute(update(T).where(T.c.id == message_id).values(reply=reply))
 
 
-def claim(conn: Connection, limit: int, only: list[str] | None = None) -> list[RawMessage]:
+def claim(conn: Connection, limit: int, only: list[str] | None = None, *, lock: bool = True
+          ) -> list[RawMessage]:
     """Received messages for this transaction to process, oldest first (or just the messages
-    ``only`` names, still waiting); see module docstring."""
+    ``only`` names, still waiting); see module docstring. ``lock=False`` only reads (no row
+    locks on PostgreSQL): the caller prepares them outside the write transaction and takes
+    them with ``take`` when it commits."""
     query = (
         select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at, T.c.traceparent)
         .where(T.c.status == STATUS_RECEIVED)
@@ -154,11 +158,48 @@ def claim(conn: Connection, limit: int, only: list[str] | None = None) -> list[R
     )
     if only is not None:
         query = query.where(T.c.id.in_(only))
-    if is_postgres(conn.engine):
+    if lock and is_postgres(conn.engine):
         query = query.with_for_update(skip_locked=True)
     rows = conn.execute(query).all()
     return [RawMessage(r.id, r.source, r.content_type, bytes(r.body),
                        as_utc(r.received_at) or utcnow(), r.traceparent) for r in rows]
+
+
+def waiting(conn: Connection, limit: int, skip: Collection[str] = ()
+            ) -> list[tuple[RawMessage, int]]:
+    """Received messages, oldest first, except those in ``skip``, without their bodies (the
+    body's size instead): a preparing process reads the bodies (``bodies``). Only reads."""
+    query = (
+        select(T.c.id, T.c.source, T.c.content_type, T.c.received_at, T.c.traceparent,
+               func.length(T.c.body).label("size"))
+        .where(T.c.status == STATUS_RECEIVED)
+        .order_by(T.c.seq)
+        .limit(limit)
+    )
+    if skip:
+        query = query.where(T.c.id.not_in(list(skip)))
+    return [(RawMessage(r.id, r.source, r.content_type, b"", as_utc(r.received_at) or utcnow(),
+                        r.traceparent), int(r.size or 0)) for r in conn.execute(query).all()]
+
+
+def take(conn: Connection, message_ids: list[str]) -> set[str]:
+    """Of ``message_ids`` (read earlier without locks), those still received, now this
+    transaction's: on PostgreSQL locked ``FOR UPDATE SKIP LOCKED`` (a message another worker
+    holds is not taken), on SQLite under the write lock the caller's transaction holds."""
+    if not message_ids:
+        return set()
+    query = select(T.c.id).where(T.c.id.in_(message_ids), T.c.status == STATUS_RECEIVED)
+    if is_postgres(conn.engine):
+        query = query.with_for_update(skip_locked=True)
+    return set(conn.execute(query).scalars())
+
+
+def bodies(conn: Connection, message_ids: list[str]) -> dict[str, bytes]:
+    """The bodies of these messages, by id."""
+    if not message_ids:
+        return {}
+    rows = conn.execute(select(T.c.id, T.c.body).where(T.c.id.in_(message_ids))).all()
+    return {r.id: bytes(r.body) for r in rows}
 
 
 def finish(
@@ -166,13 +207,39 @@ def finish(
     resource_refs: list[str], notes: str | None = None,
 ) -> None:
     """Record the outcome of processing, in the same transaction as the resources."""
-    conn.execute(
-        update(T).where(T.c.id == message_id).values(
-            status=status, error=error, notes=notes, processed_at=utcnow(),
-            attempts=T.c.attempts + 1,
-            resource_refs=orjson.dumps(resource_refs).decode() if resource_refs else None,
-        )
-    )
+    refs = orjson.dumps(resource_refs).decode() if resource_refs else None
+    finish_many(conn, [Finished(message_id, status, error, notes, refs)])
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The outcome of processing one message, as ``finish_many`` records it; ``refs`` is the
+    JSON list of the resources it produced (None: none)."""
+
+    message_id: str
+    status: str
+    error: str | None
+    notes: str | None
+    refs: str | None
+
+
+_FINISH = ("UPDATE inbound_message SET status = {m}, error = {m}, notes = {m}, "
+           "processed_at = {m}, attempts = attempts + 1, resource_refs = {m} WHERE id = {m}")
+
+
+def finish_many(conn: Connection, outcomes: list[Finished]) -> None:
+    """``finish`` for many messages in one statement (executemany), same transaction."""
+    if not outcomes:
+        return
+    now = T.c.processed_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    when = now(utcnow()) if now is not None else utcnow()
+    params = [(o.status, o.error, o.notes, when, o.refs, o.message_id) for o in outcomes]
+    marker = "%s" if is_postgres(conn.engine) else "?"
+    statement = _FINISH.format(m=marker)
+    if len(params) == 1:
+        conn.exec_driver_sql(statement, params[0])
+    else:
+        conn.exec_driver_sql(statement, params)
 
 
 def requeue(engine: Engine, *, status: str, message_ids: list[str] | None = None) -> int:
@@ -216,8 +283,6 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def counts_by_status(engine: Engine) -> dict[str, int]:
-    from sqlalchemy import func
-
     with engine.connect() as conn:
         rows = conn.execute(select(T.c.status, func.count()).group_by(T.c.status)).all()
     return {r[0]: int(r[1]) for r in rows}

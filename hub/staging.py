@@ -1,0 +1,135 @@
+"""The prepare phase's data: a message made ready to write, and identity that never writes.
+
+The pipeline (``hub.pipeline``) splits a message's processing in two. *Prepare* does all the
+per-reading CPU work — decode, map, resolve identifiers, build the FHIR resources, turn them into
+table rows (search columns, content hash, JSON) — reading the database but writing nothing, so on
+SQLite it runs outside the single writer's lock, and it can run in another process
+(``hub worker --prepare-procs N``). *Commit* writes what was prepared, for many messages at
+once, in one transaction.
+
+What prepare read may change before commit. ``StagedResolver`` records what its answers rest
+on, so the commit can check them under the lock:
+
+- a binding found in the database (or the process's cache of such) is committed data; it moves
+  only by a patient merge, which bumps the committer's *identity epoch*: anything prepared under
+  an older epoch is done again under the lock;
+- an identifier seen for the first time is *proposed* for registration with its deterministic id
+  (``registry_id``); the commit registers it if it is still unbound, else the message is done
+  again under the lock.
+
+Whatever prepare cannot decide without writing — a device's assignment at a reading's time,
+Patients/Devices a message gives (HL7 ADT, device trees), merges — sends the message to the lock
+(``NeedsLock``): it is processed exactly as before, one message inside a savepoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from hub.contracts import Identifier, Measurement
+from hub.fhir.ids import registry_id
+from hub.rules import RuleInput
+from hub.store import registry
+from hub.store.resources import Staged, Written
+
+IdentityKey = tuple[str, str, str]  # (resource type, identifier system, identifier value)
+_CACHE_LIMIT = 100_000
+
+
+class NeedsLock(Exception):
+    """This message cannot be prepared without writing: process it under the write lock."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StagedResolver:
+    """Identifiers → resource ids for one message, reading the registry, never writing it.
+
+    ``cache`` is process-wide and holds only bindings read from the database (committed ones);
+    the identifiers this message sees first are in ``registrations`` and their new
+    Patient/Device resources in ``new_resources`` (``take_new``).
+    """
+
+    def __init__(self, cache: dict[IdentityKey, str]) -> None:
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        self._cache = cache
+        self._proposed: dict[IdentityKey, str] = {}
+        self.registrations: list[tuple[IdentityKey, str]] = []
+        self.new_resources: list[dict[str, Any]] = []
+
+    def _resolve(self, conn: Connection, res_type: str, ident: Identifier) -> str:
+        key = (res_type, ident.system, ident.value)
+        found = self._cache.get(key) or self._proposed.get(key)
+        if found is not None:
+            return found
+        found = registry.lookup(conn, res_type, ident)
+        if found is not None:
+            self._cache[key] = found
+            return found
+        found = self._proposed[key] = registry_id(res_type, ident)
+        self.registrations.append((key, found))
+        self.new_resources.append({
+            "resourceType": res_type, "id": found,
+            "identifier": [{"system": ident.system, "value": ident.value}],
+        })
+        return found
+
+    def begin_message(self, source: str) -> None:
+        """Prepare runs only for sources in create mode (the pipeline sends lookup-mode
+        sources to the lock, where unknown identifiers are quarantined)."""
+
+    def device(self, conn: Connection, ident: Identifier) -> str:
+        return self._resolve(conn, "Device", ident)
+
+    def patient(self, conn: Connection, m: Measurement, device_id: str) -> str:
+        if m.patient is None:
+            raise NeedsLock("device assignment")  # assignments are read under the lock
+        return self._resolve(conn, "Patient", m.patient)
+
+    def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NeedsLock("patients or devices given")  # binding them writes the registry
+
+    def bind_stated(self, conn: Connection, stated: list[dict[str, Any]]) -> list[str]:
+        if any(r.get("resourceType") in ("Patient", "Device") for r in stated):
+            raise NeedsLock("patients or devices stated")  # binding them writes the registry
+        return []
+
+    def take_new(self) -> list[dict[str, Any]]:
+        new, self.new_resources = self.new_resources, []
+        return new
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One message after the prepare phase (picklable: it crosses processes).
+
+    ``fallback`` says why the message must instead be processed whole under the write lock;
+    then nothing else is set. ``new`` are the keys of the Patients/Devices this message
+    registers (in ``staged``), dropped if an earlier message of the same commit registered
+    them. ``refs`` is the lineage (its resources) as the JSON the inbox stores. ``rules`` is
+    what the rules read of its Observations (``RulesStage.read``); should the rules have
+    changed since, the committer reads the Observations back from the rows. ``replies`` are the
+    outbox rows owed to its sender (HL7v2 deferred application ACKs).
+    """
+
+    message_id: str
+    source: str
+    traceparent: str | None
+    epoch: int
+    fallback: str | None = None
+    status: str = ""
+    error_text: str | None = None
+    notes_text: str | None = None
+    dead_letter: bool = False
+    staged: Staged = field(default_factory=Staged)
+    refs: str | None = None
+    registrations: list[tuple[IdentityKey, str]] = field(default_factory=list)
+    new: list[tuple[str, str]] = field(default_factory=list)
+    rules: RuleInput | None = None
+    replies: list[tuple[str, Written]] = field(default_factory=list)
