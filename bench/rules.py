@@ -8,8 +8,10 @@ Each round fills a fresh database's inbox with the same canonical bodies (bench.
 BP panels, SpO2 and heart rate, one device and patient per body, 200 patients in rotation),
 then times ``hub.worker.drain`` with a pipeline whose ``rules`` is ``NoRules`` (off) or the
 shipped program ``mappings/rules`` (on). Off and on alternate, and the order flips every round,
-so drift on a busy machine hits both; the figures are medians over ``--rounds``. After each
-"on" round the scheduler runs once at the readings' end (due time-based rules), reported
+so drift on a busy machine hits both; the figures are medians over ``--rounds``, and the
+overhead is also given per round (each "on" against the "off" next to it: the spread says how
+much the shared machine moved the figure). The load average is recorded before and after. After
+each "on" round the scheduler runs once at the readings' end (due time-based rules), reported
 apart: it is not on the ingest path. Target (issue 6): on ≤ 1.2 x off. Last line JSON.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -71,8 +74,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="readings per message")
     parser.add_argument("--worker-batch", type=int, default=64,
                         help="messages per worker transaction")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     bodies = make_bodies(args.readings, args.batch, 200)
     results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
@@ -86,6 +90,10 @@ def main() -> None:
     on = statistics.median(r["us"] for r in results[True])
     off_cpu = statistics.median(r["cpu_us"] for r in results[False])
     on_cpu = statistics.median(r["cpu_us"] for r in results[True])
+    paired = sorted(100 * (on_r["cpu_us"] / off_r["cpu_us"] - 1)
+                    for on_r, off_r in zip(results[True], results[False], strict=True))
+    paired_wall = sorted(100 * (on_r["us"] / off_r["us"] - 1)
+                         for on_r, off_r in zip(results[True], results[False], strict=True))
     tick = statistics.median(r["tick_s"] for r in results[True])
     due = int(statistics.median(r["due"] for r in results[True]))
     figures = {"backend": args.backend, "readings": args.readings,
@@ -94,12 +102,17 @@ def main() -> None:
                "overhead_pct": round(100 * (on / off - 1), 1),
                "off_cpu_us": round(off_cpu, 1), "on_cpu_us": round(on_cpu, 1),
                "cpu_overhead_pct": round(100 * (on_cpu / off_cpu - 1), 1),
+               "cpu_overhead_per_round_pct": [round(x, 1) for x in paired],
+               "wall_overhead_per_round_pct": [round(x, 1) for x in paired_wall],
                "tick_seconds": round(tick, 3), "tick_due_rules": due,
+               "load_average_before": [round(x, 2) for x in load_before],
+               "load_average_after": [round(x, 2) for x in os.getloadavg()],
                "when": datetime.now(UTC).isoformat(timespec="seconds")}
     print(f"{args.backend}, {args.batch} reading(s) per message: rules off {off:.1f} µs, on "
           f"{on:.1f} µs per reading: overhead {figures['overhead_pct']} % (CPU "
-          f"{figures['cpu_overhead_pct']} %); one scheduler pass after: {tick:.3f} s for "
-          f"{due} due (patient, rule) pairs")
+          f"{figures['cpu_overhead_pct']} %; per round {paired[0]:.1f} to {paired[-1]:.1f} %); "
+          f"one scheduler pass after: {tick:.3f} s for {due} due (patient, rule) pairs; load "
+          f"average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(json.dumps(figures))
 
 

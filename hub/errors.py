@@ -9,6 +9,10 @@
     │   │                       go on with the next message
     │   ├── UnknownSourceError  no connector is registered under that name
     │   └── UnassignedDeviceError  the reading's device has no patient at that time (quarantine)
+    │       └── UnregisteredIdentityError  lookup mode: the device/patient is not registered
+    ├── RequestError            an operator's request (registry API/CLI) cannot be done as asked;
+    │   ├── NotFoundError       nothing changed: answer 4xx / one line on stderr, fix the request
+    │   └── ConflictError       (e.g. an assignment overlapping another of the same device)
     ├── RetriableDeliveryError  a destination failed in a way that may pass: back off and retry
     └── FatalDeliveryError      a destination refused the resource: dead-letter with its answer
 
@@ -92,6 +96,32 @@ class UnassignedDeviceError(DataError):
     """The device is not assigned to a patient at the reading's time (lookup identity mode)."""
 
     code = "not-found"
+
+
+class UnregisteredIdentityError(UnassignedDeviceError):
+    """Identity mode lookup: the device or patient a reading names is not in the registry. The
+    message waits in quarantine until it is registered (and assigned)."""
+
+
+class RequestError(HubError):
+    """An operator's request cannot be done as asked (bad input, or the registry's state
+    refuses it); nothing was changed. ``status`` is the HTTP answer."""
+
+    status: int = 400
+
+
+class NotFoundError(RequestError):
+    """The request names something that does not exist (an unregistered device)."""
+
+    code = "not-found"
+    status = 404
+
+
+class ConflictError(RequestError):
+    """The request contradicts what is recorded (an assignment overlapping another)."""
+
+    code = "conflict"
+    status = 409
 
 
 class RetriableDeliveryError(HubError):

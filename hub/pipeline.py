@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from hub.contracts import Extraction, PatientMerge, RawMessage
 from hub.errors import DataError, UnassignedDeviceError
-from hub.identity import IdentityResolver
+from hub.identity import IdentityModes, IdentityResolver
 from hub.mappings.catalogue import MappingSet
 from hub.normalize.hl7v2_observation import build_detailed_observation
 from hub.normalize.observation import Lineage, build_observation
@@ -36,6 +36,7 @@ from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.store import dead_letters, inbox, outbox, resources
 from hub.store.db import is_transient, write_tx
+from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
 from hub.telemetry import Telemetry
 
@@ -83,6 +84,7 @@ class Pipeline:
     router: OutboxRouter = field(default_factory=OutboxRouter)
     telemetry: Telemetry = field(default_factory=Telemetry.disabled)
     identity_cache: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    identity_modes: IdentityModes = field(default_factory=IdentityModes)  # create/lookup by source
     # A batch stops taking claimed messages after this long, and commits. On SQLite the batch
     # holds the database write lock, so every POST waits for it: 64 messages of 500 readings
     # held it for seconds (measured: POST p99 7.1 s in bench.ingest). The rest of the claim
@@ -102,13 +104,17 @@ class Pipeline:
             document = connector.decode(raw.body, raw.content_type)
             extraction: Extraction = connector.extract(document, self.mappings())
         mapping_set = self.mappings()
+        resolver.begin_message(raw.source)
         out = Outcome(status=inbox.STATUS_PROCESSED,
                       errors=[_describe(e) for e in extraction.errors])
         lineage = Lineage(raw.id, raw.source)
         unassigned = 0
+        sampled = SampledGroups(mapping_set.sampling)  # types grouped per period (SampledData)
         given = extraction.patients + extraction.devices
         if given:
             given = resolver.adopt(conn, given)  # binds their identifiers; drops unchanged ones
+        if extraction.resources:  # a FHIR PUT Patient/Device: bound under the client's id
+            out.warnings += resolver.bind_stated(conn, extraction.resources)
         out.merges = extraction.merges
         with self.telemetry.span("normalize", source=raw.source,
                                  measurements=len(extraction.measurements)):
@@ -131,6 +137,8 @@ class Pipeline:
                     held = held_reason(obs)
                     if held is not None:  # kept, marked preliminary: the lineage says why
                         out.warnings.append(f"{m.location or m.type}: {held}")
+                    elif sampled.add(m, obs):
+                        continue  # into its period's Observation, merged with the stored one
                     out.resources.append(obs)
                 except UnassignedDeviceError as exc:
                     unassigned += 1
@@ -138,7 +146,7 @@ class Pipeline:
                 except DataError as exc:
                     out.errors.append(_describe(exc))
         out.resources = (given + resolver.take_new()
-                         + extraction.resources + out.resources)
+                         + extraction.resources + out.resources + sampled.observations(conn))
         total = len(extraction.measurements) + len(extraction.resources) + len(extraction.errors)
         produced = total - len(out.errors)
         if out.errors and unassigned == len(out.errors) and produced == 0:
@@ -180,7 +188,7 @@ class Pipeline:
         ``only`` restricts the claim to those message ids (a synchronous FHIR write processes
         its own message, not whatever backlog is ahead of it); 0 means none of them was free.
         """
-        resolver = IdentityResolver(self.identity_cache)
+        resolver = IdentityResolver(self.identity_cache, self.identity_modes)
         # Only (source, status) outlives a message: holding every message's resources until the
         # batch commits kept ~25 containers per reading alive, and the cyclic GC re-scanned them
         # all as they piled up (measured: worker 126 → ~95 µs per reading on SQLite).

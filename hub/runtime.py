@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 
 from hub.errors import ConfigurationError
+from hub.identity import IdentityModes
 from hub.mappings.live import LiveMappings
 from hub.normalize import units
 from hub.pipeline import Pipeline
@@ -54,7 +55,10 @@ class Hub:
         dest_file = resolve_destinations_file(sync_settings.destinations_file)
         destinations = load_destinations(dest_file) if dest_file else DestinationsFile()
         rules = RulesEngine(settings.mappings_dir / "rules")  # a broken rules file is fatal here
+        modes = IdentityModes.configured(settings.identity_mode, settings.identity_modes,
+                                         connectors.names())
         pipeline = Pipeline(connectors=connectors, mappings=mappings, telemetry=telemetry,
-                            router=OutboxRouter.from_config(destinations), rules=rules)
+                            router=OutboxRouter.from_config(destinations), rules=rules,
+                            identity_modes=modes)
         return cls(settings, engine, mappings, connectors, pipeline, telemetry, sync_settings,
                    destinations)

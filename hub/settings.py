@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         86400.0, gt=0, description="a repeat of MSH-3+4+10 within this many seconds gets the "
         "original ACK and is not ingested again")
 
+    identity_mode: Literal["create", "lookup"] = Field(
+        "create", description="how readings naming an unregistered device or patient are "
+        "handled: create registers it on first sight; lookup holds the reading in quarantine "
+        "until it is registered (and the device assigned)")
+    identity_modes: dict[str, Literal["create", "lookup"]] = Field(
+        default_factory=dict, description='per source, overriding identity_mode, as JSON: '
+        '{"withings": "lookup"}')
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.env == "production" and self.secret_key.get_secret_value() == DEFAULT_SECRET:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from connectors.hub_reading import HubReadingConnector
 from hub.contracts import Identifier
 from hub.identity import assign_device
+from hub.identity.admin import unassign
 from hub.pipeline import Pipeline
 from hub.registry import ConnectorRegistry
 from hub.runtime import Hub
@@ -56,6 +57,7 @@ def test_a_moved_device_maps_each_reading_to_its_patient_at_that_time(hub: Hub) 
     assign_device(hub.engine, device, Identifier(PATIENT_SYSTEM, "first"),
                   BASE_TIME - timedelta(days=1))
     # from minute 2 on, the cuff belongs to the second patient (the first assignment ends there)
+    unassign(hub.engine, device, BASE_TIME + timedelta(minutes=2))
     assign_device(hub.engine, device, Identifier(PATIENT_SYSTEM, "second"),
                   BASE_TIME + timedelta(minutes=2))
     post(hub, canonical(4, device="cuff-shared", patient=None))

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from hub import __version__
 from hub.api import errors, fhir_bundle, fhir_read, fhir_write, health, ingest, messages, sync
 from hub.api import hl7v2 as hl7v2_api
+from hub.api import registry as registry_api
 from hub.api import rules as rules_api
 from hub.runtime import Hub
 from hub.worker import run_worker
@@ -64,4 +65,5 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
     app.include_router(fhir_bundle.router)
     app.include_router(sync.router)
     app.include_router(rules_api.router)
+    app.include_router(registry_api.router)
     return app

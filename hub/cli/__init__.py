@@ -9,7 +9,21 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from hub.cli import convert, db, hl7, keys, mappings, mllp, rules, serve, simulate, sync
+from hub.cli import (
+    convert,
+    db,
+    hl7,
+    import_,
+    keys,
+    mappings,
+    mllp,
+    mqtt,
+    registry,
+    rules,
+    serve,
+    simulate,
+    sync,
+)
 from hub.errors import HubError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -19,11 +33,14 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(mappings.app, name="mappings")
 app.add_typer(hl7.app, name="hl7")
 app.command("mllp")(mllp.mllp)
+app.command("mqtt")(mqtt.mqtt)
 app.add_typer(rules.app, name="rules")
+app.add_typer(registry.app, name="registry")
 app.add_typer(simulate.app, name="simulate")
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
 app.command("convert")(convert.convert)
+app.command("import")(import_.import_files)
 app.add_typer(sync.destinations_app, name="destinations")
 app.add_typer(sync.dlq_app, name="dlq")
 app.command("sync")(sync.sync)

@@ -12,6 +12,7 @@ import uvicorn
 
 from hub.api.app import create_app
 from hub.cli.mllp import start_beside_api
+from hub.cli.mqtt import start_beside_api as start_mqtt_beside_api
 from hub.runtime import Hub
 from hub.settings import Settings
 from hub.store.db import upgrade
@@ -30,6 +31,8 @@ def serve(
     migrate: bool = typer.Option(True, "--migrate/--no-migrate", help="run hub db upgrade first"),
     mllp: bool = typer.Option(True, "--mllp/--no-mllp",
                               help="also listen for HL7v2 over MLLP (HUB_MLLP_ENABLED)"),
+    mqtt: bool = typer.Option(True, "--mqtt/--no-mqtt",
+                              help="also subscribe to MQTT when configured (HUB_MQTT_FILE)"),
 ) -> None:
     """Run the HTTP API (and, by default, a worker draining the inbox and the MLLP listener)."""
     settings = Settings()
@@ -43,11 +46,14 @@ def serve(
 
         start_demo(hub, f"http://{listen_host}:{listen_port}", Path("fixtures/demo"))
     mllp_thread = start_beside_api(hub) if mllp else None  # HL7v2 over MLLP (HUB_MLLP_*)
+    mqtt_channel = start_mqtt_beside_api(hub) if mqtt else None  # HUB_MQTT_FILE / ./mqtt.yaml
     try:
         uvicorn.run(app, host=listen_host, port=listen_port, log_level="info", access_log=False)
     finally:
         if mllp_thread is not None:
             mllp_thread.stop()
+        if mqtt_channel is not None:
+            mqtt_channel.stop()
 
 
 def worker(

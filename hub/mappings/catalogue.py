@@ -17,6 +17,7 @@ from hub.contracts import Extraction
 from hub.errors import ErrorLocation, MappingError, UnknownSourceError
 from hub.mappings.extract import CompiledDeviceMapping
 from hub.mappings.hl7v2 import Hl7v2Maps, load_hl7v2_maps
+from hub.mappings.layouts import SampledGrouping
 from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
 from hub.mappings.yamlfile import load_model, position
 
@@ -36,6 +37,8 @@ class MappingSet:
     fingerprint: str
     files: tuple[str, ...] = field(default_factory=tuple)
     hl7v2: Hl7v2Maps | None = None  # mappings/hl7v2: HL7v2 messages keyed on MSH-9 and OBX-3
+    #: (device mapping "file@vN", type) → its SampledData grouping (a mapping's `sampled`)
+    sampling: dict[tuple[str, str], SampledGrouping] = field(default_factory=dict)
 
     def extract(self, mapping: str, document: Any) -> Extraction:
         """``hub.contracts.MeasurementExtractor``: run the named device mapping (``hl7v2`` and
@@ -62,6 +65,7 @@ def load_mapping_set(root: Path, default_tz: tzinfo = UTC) -> MappingSet:
     problems: list[ErrorLocation] = []
     devices: dict[str, CompiledDeviceMapping] = {}
     types: dict[str, TypeSpec] = {}
+    sampling: dict[tuple[str, str], SampledGrouping] = {}
     type_origin: dict[str, str] = {}
     files: list[str] = []
     for path in _mapping_files(root / "types"):
@@ -89,6 +93,12 @@ def load_mapping_set(root: Path, default_tz: tzinfo = UTC) -> MappingSet:
                                           f"{devices[mapping.name].file}"))
         rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         devices[mapping.name] = CompiledDeviceMapping(mapping, rel, default_tz)
+        for mtype, grouping in mapping.sampled.items():
+            problem = _ungroupable(types.get(mtype), mtype)
+            if problem is not None:
+                line, col = position(path, ("sampled", mtype))
+                problems.append(ErrorLocation(str(path), line, col, f"sampled.{mtype}", problem))
+            sampling[(devices[mapping.name].ref, mtype)] = grouping
         for index, rule in enumerate(mapping.measurements):
             for key, mtype in (rule.type_map or {}).items():
                 if mtype not in types:
@@ -102,4 +112,14 @@ def load_mapping_set(root: Path, default_tz: tzinfo = UTC) -> MappingSet:
     if problems:
         raise MappingError(f"{len(problems)} problem(s) in mappings under {root}",
                            problems=problems)
-    return MappingSet(devices, types, fingerprint(root), tuple(files), hl7v2)
+    return MappingSet(devices, types, fingerprint(root), tuple(files), hl7v2, sampling)
+
+
+def _ungroupable(spec: TypeSpec | None, mtype: str) -> str | None:
+    """Why a type cannot be grouped into SampledData (one number per slot, one unit), or None."""
+    if spec is None:
+        return f"unknown measurement type '{mtype}'"
+    if spec.value != "quantity" or spec.components or spec.unit is None:
+        return ("only single-quantity types can be grouped into SampledData "
+                "(not panels with components, codes or text)")
+    return None

@@ -23,6 +23,7 @@ from jmespath.exceptions import JMESPathError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.mappings.functions import compile_expression
+from hub.mappings.layouts import FileLayout, SampledGrouping
 
 SUPPORTED_VERSIONS = (1,)
 
@@ -136,6 +137,15 @@ class DeviceMapping(_Strict):
         description="payload shapes this mapping knowingly refuses (e.g. a vendor's error body), "
                     "checked before the measurement rules")
     measurements: list[MeasurementRule] = Field(min_length=1)
+    sampled: dict[str, SampledGrouping] = Field(
+        default_factory=dict,
+        description="catalogue type → grouping: that type's readings from this mapping become "
+                    "one Observation per period with SampledData (e.g. a CGM every PT5M, one "
+                    "Observation per PT1H); late readings merge into their period's Observation")
+    files: dict[str, FileLayout] = Field(
+        default_factory=dict,
+        description="named layouts of export files `hub import SOURCE --layout NAME` reads "
+                    "into this mapping's source (JSON, NDJSON, CSV)")
 
     @field_validator("version")
     @classmethod

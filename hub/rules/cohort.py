@@ -38,7 +38,7 @@ DETECTED_BY = {
     "weight-gain": ["hf-weight-gain"],
     "missed-doses": ["medication-adherence"],
     "hypoglycaemia": ["glucose-cgm-very-low"],
-    "desaturation": ["spo2-low", "news2"],
+    "desaturation": ["spo2-low", "news2", "spo2-baseline"],
     "silence": ["device-silence", "cgm-silence"],
 }
 EVENTS_BY_PROGRAM = {

@@ -1,9 +1,10 @@
 """The rules engine: the pipeline's ``RulesStage`` (per message) and the scheduler (``tick``).
 
 ``evaluate`` runs inside the message's transaction after its Observations are stored: samples
-are grouped per patient, the patient's rule states and overrides are read in one query, every
-rule reading a sample's measures updates its state (constant work per reading), and each
-touched rule flushes once. Changed states are written back in one statement; a time-based rule
+are grouped per patient, the patients' state rows and overrides are read in one query, every
+rule reading a sample's measures updates its state (constant work per reading: only those
+rules' states are decoded), and each touched rule flushes once. A patient whose states changed
+is written back as one row; a time-based rule
 whose next due time moved *earlier* is (re)scheduled — a later due time is left to the
 scheduler, which finds nothing to do at the old time and reschedules, so a stream of readings
 does not rewrite the schedule per message.
@@ -46,7 +47,14 @@ Clock = Callable[[], datetime]
 ANNOUNCED = frozenset({"Flag", "Communication"})
 
 
-@dataclass
+def _blank(st: dict[str, Any]) -> bool:
+    """A state that holds nothing (a scheduled check of a rule the patient has no data for)."""
+    alert = st.get("alert")
+    return st.keys() <= {"_due", "alert"} and (
+        alert is None or (alert["flag"] is None and not alert["sent"] and not alert["episodes"]))
+
+
+@dataclass(slots=True)
 class _Open:
     """One (patient, rule) being evaluated: its context, state, kind and stored text."""
 
@@ -98,21 +106,28 @@ class RulesEngine:
             found = self._rules_for[measures] = tuple(ids)
         return found
 
-    def _open(self, patient: str, rule_id: str, states: dict[store.Key, str],
-              overrides: dict[store.Key, str]) -> _Open | None:
+    def _zone(self, patient: str, overrides: dict[store.Key, str]) -> str | None:
+        """The patient's own time zone (their settings), if set."""
+        if not overrides:
+            return None
+        return self.program.patient_zone(overrides.get((patient, store.SETTINGS)))
+
+    def _open(self, patient: str, rule_id: str, states: dict[str, str],
+              overrides: dict[store.Key, str], zone: str | None) -> _Open | None:
         program = self.program
         try:
-            rule = program.effective(rule_id, overrides.get((patient, rule_id)))
+            eff = program.effective(rule_id, overrides.get((patient, rule_id)), zone)
         except ValueError as exc:
             # An override that no longer fits an edited rule: run the program's rule, say why.
             log.warning("override of rule %s ignored for a patient: %s", rule_id, exc)
-            rule = program.rules[rule_id]
+            eff = program.effective(rule_id, None, zone)
+        rule = eff.rule
         if not rule.enabled:
             return None
-        stored = states.get((patient, rule_id))
+        stored = states.get(rule_id)
         st = orjson.loads(stored) if stored else {}
         ctx = Ctx(patient, rule, program.versions[rule_id], program.care_team,
-                  program.measures)
+                  program.measures, eff.tz)
         return _Open(ctx, st, KINDS[rule.kind], stored)
 
     # ------------------------------------------------------------------ per message
@@ -123,19 +138,26 @@ class RulesEngine:
         grouped = samples_by_patient(observations, self.program)
         if not grouped:
             return []
-        states, overrides = store.load(conn, list(grouped))
+        loaded = store.load(conn, list(grouped))
         out: list[dict[str, Any]] = []
-        saves: list[tuple[str, str, str]] = []
+        saves: list[tuple[str, str]] = []
         schedules: list[tuple[str, str, float | None]] = []
         for patient, samples in grouped.items():
+            states = loaded.states.get(patient)
+            if states is None:
+                states = {}
+            zone = self._zone(patient, loaded.overrides)
             opened: dict[str, _Open | None] = {}
             for sample in samples:
                 for rule_id in self._rules_of(tuple(sample.values)):
-                    if rule_id not in opened:
-                        opened[rule_id] = self._open(patient, rule_id, states, overrides)
-                    entry = opened[rule_id]
+                    if rule_id in opened:
+                        entry = opened[rule_id]
+                    else:
+                        entry = opened[rule_id] = self._open(patient, rule_id, states,
+                                                             loaded.overrides, zone)
                     if entry is not None:
                         entry.kind.on_sample(entry.ctx, entry.st, sample)
+            changed = False
             for rule_id, entry in opened.items():
                 if entry is None:
                     continue
@@ -145,18 +167,23 @@ class RulesEngine:
                 if due is not None and (scheduled is None or due < scheduled):
                     entry.st["_due"] = due
                     schedules.append((patient, rule_id, due))
-                self._keep(entry, patient, rule_id, saves)
-                out.extend(entry.ctx.out)
+                changed = self._keep(entry, rule_id, states) or changed
+                if entry.ctx.out:
+                    out.extend(entry.ctx.out)
+            if changed:
+                saves.append((patient, store.pack(states)))
         store.save(conn, saves)
         store.schedule(conn, schedules)
         return self._with_author(out)
 
     @staticmethod
-    def _keep(entry: _Open, patient: str, rule_id: str, saves: list[tuple[str, str, str]]
-              ) -> None:
+    def _keep(entry: _Open, rule_id: str, states: dict[str, str]) -> bool:
+        """Put the rule's state back into the patient's states; True if it changed."""
         text = orjson.dumps(entry.st).decode()
-        if text != entry.stored:
-            saves.append((patient, rule_id, text))
+        if text == entry.stored:
+            return False
+        states[rule_id] = text
+        return True
 
     @staticmethod
     def _with_author(out: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -171,8 +198,7 @@ class RulesEngine:
              *, limit: int = 500) -> int:
         """Run every (patient, rule) due at ``now`` (default: the clock); returns how many."""
         moment = now or self.clock()
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         now_t = moment.timestamp()
         total = 0
         while True:
@@ -187,14 +213,16 @@ class RulesEngine:
                 return total
 
     def _run_due(self, conn: Connection, due: list[store.Key], now_t: float) -> list[Written]:
-        states, overrides = store.load(conn, sorted({p for p, _ in due}))
+        loaded = store.load(conn, sorted({p for p, _ in due}))
         out: list[dict[str, Any]] = []
-        saves: list[tuple[str, str, str]] = []
         schedules: list[tuple[str, str, float | None]] = []
+        changed: set[str] = set()
         for patient, rule_id in due:
+            states = loaded.states.setdefault(patient, {})
             entry = None
             if rule_id in self.program.rules:
-                entry = self._open(patient, rule_id, states, overrides)
+                entry = self._open(patient, rule_id, states, loaded.overrides,
+                                   self._zone(patient, loaded.overrides))
             if entry is None:  # rule removed or disabled for this patient
                 schedules.append((patient, rule_id, None))
                 continue
@@ -204,9 +232,12 @@ class RulesEngine:
                 nxt = now_t + 1.0  # never due again within this tick
             entry.st["_due"] = nxt
             schedules.append((patient, rule_id, nxt))
-            self._keep(entry, patient, rule_id, saves)
+            if not entry.stored and nxt is None and not entry.ctx.out and _blank(entry.st):
+                continue  # a rule this patient has no data for: nothing to keep
+            if self._keep(entry, rule_id, states):
+                changed.add(patient)
             out.extend(entry.ctx.out)
-        store.save(conn, saves)
+        store.save(conn, [(p, store.pack(loaded.states[p])) for p in sorted(changed)])
         store.schedule(conn, schedules)
         return resources.upsert(conn, self._with_author(out), None)
 

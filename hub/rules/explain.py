@@ -19,7 +19,7 @@ from hub.rules.engine import RulesEngine
 from hub.rules.kinds import KINDS
 from hub.rules.kinds.base import when
 from hub.rules.lifecycle import Ctx
-from hub.rules.program import with_override
+from hub.rules.program import changed_fields
 from hub.store import registry
 from hub.store import resources as resource_store
 
@@ -36,29 +36,37 @@ def resolve_patient(conn: Connection, name: str) -> str | None:
 
 
 def explain(engine: RulesEngine, conn: Connection, patient: str) -> dict[str, Any]:
-    """Per rule: version, override, state in words, the active Flag and its reason, next run."""
+    """Per rule: version, override (as given, and the fields it changes), state in words, the
+    active Flag and its reason, next run; and the patient's time zone."""
     program = engine.program
     states = store.states_of(conn, patient)
     overrides = store.overrides_of(conn, patient)
+    settings = store.settings_of(conn, patient)
+    zone = program.patient_zone(orjson.dumps(settings).decode()) if settings else None
     due = store.next_due(conn, patient)
-    report: dict[str, Any] = {"patient": patient, "rules": []}
+    report: dict[str, Any] = {"patient": patient, "rules": [],
+                              "timezone": zone or f"{program.timezone} (the program's)"}
     for rule_id, base in program.rules.items():
         params = overrides.get(rule_id)
         try:
-            rule = with_override(base, params) if params else base
+            eff = program.effective(rule_id, orjson.dumps(params).decode() if params else None,
+                                    zone)
         except ValueError as exc:
-            rule, params = base, {"ignored": str(exc), **(params or {})}
+            eff = program.effective(rule_id, None, zone)
+            params = {"ignored": str(exc), **(params or {})}
+        rule = eff.rule
         text = states.get(rule_id)
         entry: dict[str, Any] = {"rule": rule_id, "version": program.versions[rule_id],
                                  "title": rule.title, "enabled": rule.enabled}
         if params:
             entry["override"] = params
-        if text is None:
+            entry["effective"] = changed_fields(base, rule)
+        if not text or text == "{}":
             entry["state"] = "no readings for this rule yet"
         else:
             st = orjson.loads(text)
             ctx = Ctx(patient, rule, program.versions[rule_id], program.care_team,
-                      program.measures)
+                      program.measures, eff.tz)
             entry["state"] = KINDS[rule.kind].explain(ctx, st)
             flag = (st.get("alert") or {}).get("flag")
             if flag is not None:
@@ -77,7 +85,7 @@ def explain(engine: RulesEngine, conn: Connection, patient: str) -> dict[str, An
 
 def as_text(report: dict[str, Any]) -> str:
     """The report for a terminal: active Flags first, then every rule's state."""
-    lines = [f"Patient/{report['patient']}"]
+    lines = [f"Patient/{report['patient']}", f"Time zone: {report['timezone']}"]
     active = [r for r in report["rules"] if "active flag" in r]
     lines.append(f"Active flags: {len(active)}")
     for entry in active:
@@ -98,6 +106,7 @@ def as_text(report: dict[str, Any]) -> str:
         lines.append(f"  {entry['rule']} v{entry['version']}{suffix}: {state}")
         if "override" in entry:
             lines.append(f"      override: {orjson.dumps(entry['override']).decode()}")
+            lines.append(f"      effective: {orjson.dumps(entry['effective']).decode()}")
         if "next scheduled run" in entry:
             lines.append(f"      next scheduled run: {entry['next scheduled run']}")
     return "\n".join(lines)

@@ -35,15 +35,17 @@ class _Blank(dict[str, str]):
         return "{" + key + "}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Ctx:
-    """One patient and one (effective) rule during an evaluation; collects the outputs."""
+    """One patient and one (effective) rule during an evaluation; collects the outputs.
+    ``tz``: the patient's time zone for this rule (local days, dose times)."""
 
     patient: str
     rule: Rule
     version: int
     care_team: Recipient
     measures: dict[str, Measure]
+    tz: str = "UTC"
     out: list[dict[str, Any]] = field(default_factory=list)
 
     def label(self, measure: str) -> tuple[str, str | None]:
@@ -112,6 +114,15 @@ class Ctx:
         if flag is not None:
             flag["cleared"] = t - self.rule.flag.resolve_after
             self.settle(st, t)
+
+    def new_finding(self, st: dict[str, Any], t: float) -> None:
+        """End the active Flag at ``t`` because a *different* finding follows (e.g. a baseline
+        deviation changed direction): its ``raise`` notices are not held back by the
+        suppression windows of the episode that ended."""
+        self.resolve_now(st, t)
+        sent = self._alert(st)["sent"]
+        for key in [k for k in sent if k.endswith(":raise")]:
+            del sent[key]
 
     def due(self, st: dict[str, Any]) -> float | None:
         flag = self.active(st)

@@ -6,15 +6,17 @@ A rules file holds a ``version`` (the program version every output of its rules 
 (``hub.rules.program.load_yaml_model``), so every problem is reported at once as
 file:line:column. Durations are written ``90s``, ``15m``,
 ``24h``, ``14d`` (or a number of seconds). Per-patient overrides (``PUT /rules/overrides/...``)
-replace top-level parameters of one rule and are validated by the same models.
+are merge patches of one rule (hub/rules/overrides.py), validated by the same models; a
+patient's own settings (time zone) are ``PatientSettings``.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 SUPPORTED_VERSIONS = range(1, 1000)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -37,6 +39,19 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def check_zone(value: str) -> str:
+    """An IANA time zone name (``Europe/Paris``, ``America/New_York``, ``UTC``)."""
+    try:
+        ZoneInfo(value)
+    except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"'{value}' is not a known time zone (an IANA name such as "
+                         f"America/New_York)") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(check_zone)]
 Priority = Literal["low", "medium", "high"]
 NotifyOn = Literal["raise", "escalate", "resolve", "event"]
 FLAG_CATEGORIES = ("clinical", "drug", "behavioral", "admin", "lab", "safety")
@@ -44,6 +59,10 @@ FLAG_CATEGORIES = ("clinical", "drug", "behavioral", "admin", "lab", "safety")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ZONE = ("local days are this zone's for patients without a zone of their own (default: the "
+        "program's)")
 
 
 class Coding(_Strict):
@@ -199,14 +218,18 @@ class ThresholdRule(RuleBase):
 
 
 class WeightGainRule(RuleBase):
-    """Kind 1 (heart failure): gain against the first weight of earlier days, per calendar day
-    in ``timezone``; ``day`` vs yesterday, ``week`` vs the lowest of the previous 7 days."""
+    """Kind 1 (heart failure): gain against the first weight of earlier days, per local calendar
+    day (the patient's zone); ``day`` vs the recent weight (the median of the previous
+    ``day_reference`` days' weights), ``week`` vs the lowest of the previous 7 days."""
 
     kind: Literal["weight-gain"]
     measure: str
-    day_gain: float = Field(gt=0, description="kg vs the previous day")
+    day_gain: float = Field(gt=0, description="kg vs the recent weight (median of the daily "
+                                              "weights of the previous day_reference days)")
+    day_reference: int = Field(1, ge=1, le=7, description="days the recent weight is taken "
+                                                          "from (1: yesterday only)")
     week_gain: float = Field(gt=0, description="kg vs the lowest of the previous 7 days")
-    timezone: str = "UTC"
+    timezone: TimeZone | None = Field(None, description=ZONE)
 
 
 class BaselineRule(RuleBase):
@@ -247,7 +270,7 @@ class DaysWithDataRule(RuleBase):
     measures: list[str] = Field(default_factory=list)
     period_days: int = Field(30, ge=1, le=366)
     minimum: int = Field(16, ge=1)
-    timezone: str = "UTC"
+    timezone: TimeZone | None = Field(None, description=ZONE)
 
 
 class CgmTarget(_Strict):
@@ -275,7 +298,7 @@ class CgmRule(RuleBase):
     slot: Duration = Field(300.0, description="sensor interval; one reading counted per slot")
     min_active: float = Field(70.0, ge=0, le=100, description="% of slots needed for targets")
     targets: list[CgmTarget] = Field(default_factory=list)
-    timezone: str = "UTC"
+    timezone: TimeZone | None = Field(None, description=ZONE)
 
 
 class News2Rule(RuleBase):
@@ -307,7 +330,7 @@ class MedicationRule(RuleBase):
     measure: str = Field(description="the dose-taken event measure")
     missed_measure: str | None = Field(None, description="the bottle's own dose-missed events")
     times: list[str] = Field(default_factory=list, description="HH:MM local; per patient")
-    timezone: str = "UTC"
+    timezone: TimeZone | None = Field(None, description=ZONE)
     grace: Duration = Field(2 * 3600.0)
     flag_misses: int = Field(3, ge=1)
     flag_days: int = Field(7, ge=1)
@@ -328,11 +351,20 @@ Rule = Annotated[
 ]
 
 
+class PatientSettings(_Strict):
+    """A patient's own settings for every rule (``PUT /rules/patients/{id}/settings``)."""
+
+    timezone: TimeZone | None = Field(None, description="the patient's IANA time zone: their "
+                                                        "days, dose times and mornings")
+
+
 class RulesFile(_Strict):
     """One file under mappings/rules/."""
 
     version: int = Field(ge=1, description="program version; outputs name it")
     description: str | None = None
+    timezone: TimeZone | None = Field(None, description="the program's time zone: local days of "
+                                                        "patients without one (default UTC)")
     care_team: Recipient | None = Field(None, description="who 'care-team' means (default: a "
                                                           "display-only reference)")
     measures: dict[str, Measure] = Field(default_factory=dict)

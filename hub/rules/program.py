@@ -4,8 +4,11 @@ Loading reports the problems of all files at once (file:line:column through
 ``hub.mappings.yamlfile``) and either loads whole or not at all, as mapping sets do. Cross-file
 checks: rule ids unique, every measure a rule names defined, time zones known.
 
-Per-patient overrides replace top-level parameters of one rule (``with_override``); the result is
-validated by the same model, so an override can never produce a rule a file could not.
+Per-patient overrides are merge patches of one rule (``with_override``; semantics in
+hub/rules/overrides.py); the result is validated by the same model, so an override can never
+produce a rule a file could not. Day boundaries follow the patient's time zone (their settings),
+else the rule's ``timezone``, else the program's (``Program.timezone``, a rules file's top-level
+``timezone``, default UTC); a patient's override of the rule's ``timezone`` beats them all.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -22,7 +24,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from hub.errors import ErrorLocation, MappingError
 from hub.mappings.yamlfile import read_yaml
-from hub.rules.model import Measure, Recipient, Rule, RulesFile
+from hub.rules.model import Measure, PatientSettings, Recipient, Rule, RulesFile
+from hub.rules.overrides import merge
 
 RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)
 DEFAULT_CARE_TEAM = Recipient(display="Remote monitoring care team")
@@ -116,9 +119,17 @@ def measure_names(rule: Rule) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """A rule as it applies to one patient: overrides merged, time zone resolved."""
+
+    rule: Rule
+    tz: str
+
+
 @dataclass(frozen=True)
 class Program:
-    """All rules and measures; ``version_of`` names each rule's version for its outputs."""
+    """All rules and measures; ``versions`` names each rule's version for its outputs."""
 
     rules: dict[str, Rule]
     measures: dict[str, Measure]
@@ -132,23 +143,41 @@ class Program:
     by_measure: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # code → [(system, measure, spec)]: the hot path looks a coding up without building a key
     by_bare_code: dict[str, list[tuple[str, str, Measure]]] = field(default_factory=dict)
+    timezone: str = "UTC"
 
-    _effective: dict[tuple[str, str], Rule] = field(default_factory=dict)
+    _effective: dict[tuple[str, str | None, str | None], Effective] = field(default_factory=dict)
+    _zones: dict[str, str | None] = field(default_factory=dict)
 
-    def effective(self, rule_id: str, params_json: str | None) -> Rule:
-        """The rule as it applies to a patient with these override params (JSON text).
+    def effective(self, rule_id: str, params_json: str | None,
+                  patient_tz: str | None = None) -> Effective:
+        """The rule as it applies to a patient with these override params (JSON text) and
+        this time zone of their own (``patient_zone``).
 
-        Cached per (rule, params): the same override validates once per loaded program.
+        Cached per (rule, params, zone): the same override validates once per loaded program.
         Raises ValueError when the override no longer fits the rule (e.g. after a file edit).
         """
-        rule = self.rules[rule_id]
-        if not params_json:
-            return rule
-        key = (rule_id, params_json)
+        key = (rule_id, params_json or None, patient_tz)
         found = self._effective.get(key)
         if found is None:
-            found = self._effective[key] = with_override(rule, orjson.loads(params_json))
+            base = self.rules[rule_id]
+            params = orjson.loads(params_json) if params_json else {}
+            rule = with_override(base, params)
+            tz = params.get("timezone") or patient_tz or getattr(base, "timezone", None) \
+                or self.timezone
+            found = self._effective[key] = Effective(rule, tz)
         return found
+
+    def patient_zone(self, settings_json: str | None) -> str | None:
+        """The time zone in a patient's settings (JSON text), or None."""
+        if not settings_json:
+            return None
+        if settings_json not in self._zones:
+            try:
+                zone = PatientSettings.model_validate_json(settings_json).timezone
+            except ValueError:
+                zone = None  # unreadable settings: the program's zone, as for no settings
+            self._zones[settings_json] = zone
+        return self._zones[settings_json]
 
     @property
     def time_based(self) -> tuple[str, ...]:
@@ -185,15 +214,8 @@ def _bare(by_code: dict[str, list[tuple[str, Measure]]]
 
 
 def _check_rule(rule: Rule, measures: dict[str, Measure]) -> list[str]:
-    problems = [f"measure '{name}' is not defined in any rules file"
-                for name in measure_names(rule) if name not in measures]
-    tz = getattr(rule, "timezone", None)
-    if tz is not None:
-        try:
-            ZoneInfo(tz)
-        except (KeyError, ValueError):
-            problems.append(f"timezone '{tz}' is not a known time zone")
-    return problems
+    return [f"measure '{name}' is not defined in any rules file"
+            for name in measure_names(rule) if name not in measures]
 
 
 def load_program(folder: Path) -> Program:
@@ -208,7 +230,14 @@ def load_program(folder: Path) -> Program:
     measures: dict[str, Measure] = {}
     measure_origin: dict[str, str] = {}
     care_team = DEFAULT_CARE_TEAM
+    timezone: tuple[str, Path] | None = None
     for path, file in loaded:
+        if file.timezone is not None:
+            if timezone is not None and timezone[0] != file.timezone:
+                problems.append(_at(path, ("timezone",), f"'{file.timezone}' differs from "
+                                                         f"'{timezone[0]}' in {timezone[1]}"))
+            else:
+                timezone = (file.timezone, path)
         for name, measure in file.measures.items():
             if name in measures:
                 problems.append(_at(path, ("measures", name),
@@ -235,7 +264,8 @@ def load_program(folder: Path) -> Program:
                            problems=problems)
     by_code, by_measure = _index(rules, measures)
     return Program(rules, measures, versions, files, care_team, fingerprint(folder),
-                   by_code, by_measure, _bare(by_code))
+                   by_code, by_measure, _bare(by_code),
+                   timezone[0] if timezone is not None else "UTC")
 
 
 def empty_program() -> Program:
@@ -251,23 +281,38 @@ def restrict(program: Program, rule_ids: list[str]) -> Program:
     by_code, by_measure = _index(rules, program.measures)
     return Program(rules, program.measures, {r: program.versions[r] for r in rules},
                    {r: program.files[r] for r in rules}, program.care_team, program.fingerprint,
-                   by_code, by_measure, _bare(by_code))
+                   by_code, by_measure, _bare(by_code), program.timezone)
 
 
 def with_override(rule: Rule, params: dict[str, Any]) -> Rule:
-    """``rule`` with top-level parameters replaced by ``params``; ValueError says what is wrong.
-
-    ``id`` and ``kind`` cannot change.
-    """
+    """``rule`` with ``params`` merged in (hub/rules/overrides.py: RFC 7396 merge patch, keyed
+    lists merged by key); ValueError says what is wrong. ``id`` and ``kind`` cannot change."""
     if not params:
         return rule
+    if not isinstance(params, dict):
+        raise ValueError("an override is a JSON object of the rule's fields")
     for fixed in ("id", "kind"):
         if fixed in params and params[fixed] != getattr(rule, fixed):
             raise ValueError(f"an override cannot change '{fixed}'")
-    merged = rule.model_dump() | params
+    merged = merge(rule.model_dump(), params)
     try:
         return RULE_ADAPTER.validate_python(merged)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"][1:]) or "override"
         raise ValueError(f"{where}: {first['msg']}") from None
+
+
+def changed_fields(base: Rule, effective: Rule) -> dict[str, Any]:
+    """The top-level fields whose effective value differs from the program's (JSON form; unset
+    optional members inside them left out)."""
+    before, after = base.model_dump(mode="json"), effective.model_dump(mode="json")
+    return {k: _without_nulls(v) for k, v in after.items() if before.get(k) != v}
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

@@ -2,10 +2,10 @@
 
 A scenario file (``mappings/rules/scenarios/*.scenario.yaml``, validated with file:line errors)
 names the rules under test (``rules``; default: the whole program), optional per-patient
-``overrides``, and ``steps``. Each step posts canonical readings (``readings``, or ``series``:
-``count`` readings ``every`` apart from ``start``, values constant or cycled from a list) as one
-message, then runs the scheduler at ``tick`` (or at each of ``ticks``), then checks its
-``expect`` list; the scenario's own ``expect`` is checked at the end.
+``overrides`` and ``timezone`` (the patient's own), and ``steps``. Each step posts canonical
+readings (``readings``, or ``series``: ``count`` readings ``every`` apart from ``start``, values
+constant or cycled from a list) as one message, then runs the scheduler at ``tick`` (or at each
+of ``ticks``), then checks its ``expect`` list; the scenario's own ``expect`` is checked at the end.
 
 The readings go through the real mapping machinery (``mappings/devices/hub.yaml`` and the type
 catalogue, with plausibility) and the real rules engine on a private in-memory database, so a
@@ -38,7 +38,7 @@ from hub.mappings.yamlfile import load_model
 from hub.normalize.observation import Lineage, build_observation
 from hub.rules import store
 from hub.rules.engine import RulesEngine
-from hub.rules.model import Duration
+from hub.rules.model import Duration, TimeZone
 from hub.rules.outputs import FLAG_PRIORITY, FLAG_PRIORITY_CODES, RULE_TAG_SYSTEM
 from hub.rules.program import Program, restrict
 from hub.store import resources
@@ -105,6 +105,7 @@ class Scenario(_Strict):
     name: str
     description: str | None = None
     patient: str = "scenario-patient"
+    timezone: TimeZone | None = Field(None, description="the patient's own time zone")
     rules: list[str] | None = None
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     strict: bool = True
@@ -274,6 +275,13 @@ class Session:
             if rule_id in self.rules.program.time_based:
                 self.rules.schedule_now(conn, self.patient, rule_id, at=0.0)
 
+    def settings(self, params: dict[str, Any]) -> None:
+        """As ``PUT /rules/patients/{id}/settings`` (e.g. the patient's time zone)."""
+        with write_tx(self.db) as conn:
+            store.put_override(conn, self.patient, store.SETTINGS, params, "session")
+            for rule_id in self.rules.program.time_based:
+                self.rules.schedule_now(conn, self.patient, rule_id, at=0.0)
+
     def post(self, readings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One message: store the readings' Observations, evaluate, store the outputs."""
         return self.evaluate(self.observations(readings))
@@ -316,6 +324,8 @@ class Runner:
             return result
         session = Session(program, self.mappings, patient=spec.patient)
         try:
+            if spec.timezone:
+                session.settings({"timezone": spec.timezone})
             for rule_id, params in spec.overrides.items():
                 session.override(rule_id, plain(params))
             for index, step in enumerate(spec.steps):

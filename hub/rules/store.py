@@ -1,47 +1,89 @@
-"""The rules' tables: rolling state, per-patient overrides, and the schedule of due evaluations.
+"""The rules' tables: rolling state, per-patient overrides and settings, the schedule.
 
-Per evaluated message: one SELECT (states and overrides of the message's patients) and at most
-one upsert of changed states plus one of changed schedule rows. On PostgreSQL the states are
-read ``FOR UPDATE`` (ordered, so two workers lock in the same order), so two workers handling
-one patient's messages serialise instead of losing an update; SQLite has one writer anyway.
+- ``rule_patient_state``: one row per patient holding every rule's state, one line
+  ``<rule id>\\t<state JSON>`` per rule (``pack``/``unpack``; rule ids never contain a tab or a
+  newline, and compact JSON never contains a raw newline). Per evaluated message: one SELECT
+  (the patients' state rows and overrides together) and at most one upsert per patient,
+  however many rules the message moved; only the rules a message touches are decoded.
+- ``rule_override``: a patient's override of one rule (a merge patch, hub/rules/overrides.py);
+  rule id ``*`` holds the patient's own settings (time zone).
+- ``rule_schedule``: the next due time of each (patient, time-based rule), indexed.
+
+**Concurrency (PostgreSQL).** State rows are read ``FOR UPDATE`` in patient order, so two
+workers handling one patient serialise instead of losing an update. A patient with no row yet
+has nothing to lock: the first reader inserts an empty row (``ON CONFLICT DO NOTHING``, which
+waits for another transaction inserting the same patient to finish) and re-reads it ``FOR
+UPDATE`` — so the second of two workers seeing a brand-new patient at once reads the first
+one's committed state instead of overwriting it (tests/rules/test_concurrency.py). SQLite has
+one writer (``BEGIN IMMEDIATE``), so it needs neither.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
-from hub.store.db import utcnow
 from hub.store.dialect import insert_for
-from hub.store.models import RuleOverride, RuleSchedule, RuleState
+from hub.store.models import RuleOverride, RulePatientState, RuleSchedule
 
-STATE = RuleState.__table__  # type: ignore[attr-defined]
+STATE = RulePatientState.__table__  # type: ignore[attr-defined]
 OVERRIDE = RuleOverride.__table__  # type: ignore[attr-defined]
 SCHEDULE = RuleSchedule.__table__  # type: ignore[attr-defined]
+SETTINGS = "*"  # the rule_override "rule" holding a patient's own settings
 Key = tuple[str, str]
+
+
+def unpack(text: str | None) -> dict[str, str]:
+    """A state row → {rule id: state JSON}."""
+    if not text:
+        return {}
+    return dict(line.split("\t", 1) for line in text.split("\n"))
+
+
+def pack(states: dict[str, str]) -> str:
+    """{rule id: state JSON} → a state row."""
+    return "\n".join([f"{rule}\t{text}" for rule, text in states.items()])
+
+
+@dataclass(slots=True)
+class Loaded:
+    """What one evaluation reads: states per patient, overrides per (patient, rule)."""
+
+    states: dict[str, dict[str, str]] = field(default_factory=dict)
+    overrides: dict[Key, str] = field(default_factory=dict)
 
 
 # The per-message statements are plain SQL on the transaction's own DBAPI cursor: building,
 # compiling and dispatching Core statements cost more than running them on a one-reading
 # message (bench/rules.py). Both dialects speak this SQL; only the parameter marker differs.
-_LOAD_SQLITE = ("SELECT patient_id, rule_id, state, 's' FROM rule_state WHERE patient_id IN ({q})"
+_LOAD_SQLITE = ("SELECT patient_id, NULL, states FROM rule_patient_state WHERE patient_id IN ({q})"
                 " UNION ALL "
-                "SELECT patient_id, rule_id, params, 'o' FROM rule_override "
-                "WHERE patient_id IN ({q})")
-_LOAD_PG_STATES = ("SELECT patient_id, rule_id, state FROM rule_state WHERE patient_id = ANY(%s)"
-                   " ORDER BY patient_id, rule_id FOR UPDATE")
-_LOAD_PG_OVERRIDES = ("SELECT patient_id, rule_id, params FROM rule_override "
-                      "WHERE patient_id = ANY(%s)")
-_SAVE = ("INSERT INTO rule_state (patient_id, rule_id, state, updated_at) VALUES ({m}, {m}, {m}, "
-         "{m}) ON CONFLICT (patient_id, rule_id) DO UPDATE SET state = excluded.state, "
+                "SELECT patient_id, rule_id, params FROM rule_override WHERE patient_id IN ({q})")
+_LOAD_PG = ("WITH s AS (SELECT patient_id, states FROM rule_patient_state "
+            "WHERE patient_id = ANY(%s) ORDER BY patient_id FOR UPDATE) "
+            "SELECT patient_id, NULL, states FROM s UNION ALL "
+            "SELECT patient_id, rule_id, params FROM rule_override WHERE patient_id = ANY(%s)")
+_CLAIM_PG = ("INSERT INTO rule_patient_state (patient_id, states, updated_at) "
+             "SELECT p, '', %s FROM unnest(%s::text[]) AS p ORDER BY p "
+             "ON CONFLICT (patient_id) DO NOTHING")
+_RELOAD_PG = ("SELECT patient_id, states FROM rule_patient_state WHERE patient_id = ANY(%s) "
+              "ORDER BY patient_id FOR UPDATE")
+_SAVE = ("INSERT INTO rule_patient_state (patient_id, states, updated_at) VALUES ({m}, {m}, {m})"
+         " ON CONFLICT (patient_id) DO UPDATE SET states = excluded.states, "
          "updated_at = excluded.updated_at")
+_SAVE_SQLITE = _SAVE.format(m="?")
+_SCHEDULE = ("INSERT INTO rule_schedule (patient_id, rule_id, due_at) VALUES ({m}, {m}, {m}) "
+             "ON CONFLICT (patient_id, rule_id) DO UPDATE SET due_at = excluded.due_at")
+_UNSCHEDULE = "DELETE FROM rule_schedule WHERE patient_id = {m} AND rule_id = {m}"
 
 
 @contextmanager
@@ -49,50 +91,133 @@ def _cursor(conn: Connection, what: str) -> Iterator[Any]:
     """The transaction's DBAPI cursor. A driver error comes out as SQLAlchemy's own class
     (OperationalError for a deadlock victim or a lost connection), as from any other statement,
     and without parameters in its text (they hold patient ids)."""
-    cursor = conn.connection.cursor()
-    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         yield cursor
-    except dbapi_error as exc:
-        raise DBAPIError.instance(what, None, exc, dbapi_error,
-                                  hide_parameters=True) from exc
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, what, exc) from exc
     finally:
         cursor.close()
 
 
-def load(conn: Connection, patients: list[str]
-         ) -> tuple[dict[Key, str], dict[Key, str]]:
-    """(state JSON by (patient, rule), override params JSON by (patient, rule))."""
-    states: dict[Key, str] = {}
-    overrides: dict[Key, str] = {}
+def _wrapped(conn: Connection, what: str, exc: Exception) -> StatementError:
+    return DBAPIError.instance(what, None, exc, conn.dialect.loaded_dbapi.Error,
+                               hide_parameters=True)
+
+
+_stamp: list[Any] = [-1, ""]
+
+
+def _sqlite_stamp() -> str:
+    """Now (to the second) as SQLAlchemy writes a UTC DateTime on SQLite (no offset), formatted
+    once a second: ``isoformat`` per save cost ~4 % of the rules stage (py-spy,
+    bench/rules.py)."""
+    second = int(time.time())
+    if second != _stamp[0]:
+        _stamp[:] = [second, datetime.fromtimestamp(second, UTC).strftime(
+            "%Y-%m-%d %H:%M:%S.000000")]
+    text: str = _stamp[1]
+    return text
+
+
+def _sqlite_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def load(conn: Connection, patients: list[str]) -> Loaded:
+    """The patients' rule states and overrides (on PostgreSQL, their state rows locked)."""
+    loaded = Loaded()
     if not patients:
-        return states, overrides
-    with _cursor(conn, "rule_state load") as cursor:
-        if conn.dialect.name == "postgresql":
-            cursor.execute(_LOAD_PG_STATES, (patients,))
-            states = {(r[0], r[1]): r[2] for r in cursor.fetchall()}
-            cursor.execute(_LOAD_PG_OVERRIDES, (patients,))
-            overrides = {(r[0], r[1]): r[2] for r in cursor.fetchall()}
-            return states, overrides
-        cursor.execute(_LOAD_SQLITE.format(q=", ".join("?" * len(patients))),
-                       (*patients, *patients))
-        for patient, rule, text, which in cursor.fetchall():
-            (states if which == "s" else overrides)[(patient, rule)] = text
-        return states, overrides
+        return loaded
+    if conn.dialect.name == "postgresql":
+        return _load_pg(conn, patients, loaded)
+    states, overrides = loaded.states, loaded.overrides
+    # sqlite3's own Connection.execute: the pool's cursor proxy and a context manager around
+    # it cost as much as the query (py-spy on bench/rules.py --batch 1)
+    try:
+        rows = conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            _LOAD_SQLITE.format(q=", ".join("?" * len(patients))),
+            (*patients, *patients)).fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, "rule state load", exc) from exc
+    for patient, rule, text in rows:
+        if rule is None:
+            states[patient] = unpack(text)
+        else:
+            overrides[(patient, rule)] = text
+    return loaded
 
 
-def save(conn: Connection, rows: list[tuple[str, str, str]]) -> None:
-    """Upsert (patient, rule, state JSON) rows."""
+def _load_pg(conn: Connection, patients: list[str], loaded: Loaded) -> Loaded:
+    states, overrides = loaded.states, loaded.overrides
+    with _cursor(conn, "rule state load") as cursor:
+        cursor.execute(_LOAD_PG, (patients, patients))
+        for patient, rule, text in cursor.fetchall():
+            if rule is None:
+                states[patient] = unpack(text)
+            else:
+                overrides[(patient, rule)] = text
+        missing = sorted(p for p in set(patients) if p not in states)
+        if missing:
+            cursor.execute(_CLAIM_PG, (datetime.now(UTC), missing))
+            cursor.execute(_RELOAD_PG, (missing,))
+            for patient, text in cursor.fetchall():
+                states[patient] = unpack(text)
+    return loaded
+
+
+def save(conn: Connection, rows: list[tuple[str, str]]) -> None:
+    """Upsert (patient, packed states) rows."""
     if not rows:
         return
-    now = utcnow()
-    with _cursor(conn, "rule_state save") as cursor:
-        if conn.dialect.name == "postgresql":
-            cursor.executemany(_SAVE.format(m="%s"), [(p, r, s, now) for p, r, s in rows])
-        else:
-            stamp = now.isoformat(" ", "microseconds")[:26]  # no offset: UTC, as SQLAlchemy
-            cursor.executemany(_SAVE.format(m="?"), [(p, r, s, stamp) for p, r, s in rows])
+    if conn.dialect.name == "postgresql":
+        with _cursor(conn, "rule state save") as cursor:
+            now = datetime.now(UTC)
+            cursor.executemany(_SAVE.format(m="%s"), [(p, s, now) for p, s in rows])
+        return
+    stamp = _sqlite_stamp()
+    try:
+        conn.connection.dbapi_connection.executemany(  # type: ignore[union-attr]
+            _SAVE_SQLITE, [(p, s, stamp) for p, s in rows])
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise _wrapped(conn, "rule state save", exc) from exc
 
+
+def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) -> None:
+    """Set (epoch seconds) or clear (None) the next due time of (patient, rule)."""
+    rows = list(rows)
+    if not rows:
+        return
+    pg = conn.dialect.name == "postgresql"
+    mark = "%s" if pg else "?"
+    sets = [(p, r, datetime.fromtimestamp(due, UTC) if pg else _sqlite_time(due))
+            for p, r, due in rows if due is not None]
+    clears = [(p, r) for p, r, due in rows if due is None]
+    with _cursor(conn, "rule schedule") as cursor:
+        if sets:
+            cursor.executemany(_SCHEDULE.format(m=mark), sets)
+        if clears:
+            cursor.executemany(_UNSCHEDULE.format(m=mark), clears)
+
+
+def due(conn: Connection, now: datetime, limit: int) -> list[Key]:
+    """(patient, rule) pairs due at ``now``, earliest first; PostgreSQL skips rows another
+    scheduler holds."""
+    stmt = (select(SCHEDULE.c.patient_id, SCHEDULE.c.rule_id)
+            .where(SCHEDULE.c.due_at <= now.astimezone(UTC)).order_by(SCHEDULE.c.due_at)
+            .limit(limit))
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return [(r[0], r[1]) for r in conn.execute(stmt)]
+
+
+def next_due(conn: Connection, patient: str) -> dict[str, datetime]:
+    rows = conn.execute(select(SCHEDULE.c.rule_id, SCHEDULE.c.due_at)
+                        .where(SCHEDULE.c.patient_id == patient))
+    return {r[0]: r[1].replace(tzinfo=UTC) if r[1].tzinfo is None else r[1] for r in rows}
+
+
+# ---------------------------------------------------------------- overrides (API)
 
 _UPSERTS: dict[tuple[str, str], Any] = {}
 
@@ -110,49 +235,30 @@ def _upsert(conn: Connection, table: Any, keys: list[str], updated: list[str]) -
     return stmt
 
 
-def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) -> None:
-    """Set (epoch seconds) or clear (None) the next due time of (patient, rule)."""
-    sets = [{"patient_id": p, "rule_id": r, "due_at": datetime.fromtimestamp(due, UTC)}
-            for p, r, due in rows if due is not None]
-    clears = [(p, r) for p, r, due in rows if due is None]
-    if sets:
-        conn.execute(_upsert(conn, SCHEDULE, ["patient_id", "rule_id"], ["due_at"]), sets)
-    for patient, rule in clears:
-        conn.execute(delete(SCHEDULE).where(SCHEDULE.c.patient_id == patient,
-                                            SCHEDULE.c.rule_id == rule))
-
-
-def due(conn: Connection, now: datetime, limit: int) -> list[Key]:
-    """(patient, rule) pairs due at ``now``, earliest first; PostgreSQL skips rows another
-    scheduler holds."""
-    stmt = (select(SCHEDULE.c.patient_id, SCHEDULE.c.rule_id)
-            .where(SCHEDULE.c.due_at <= now).order_by(SCHEDULE.c.due_at).limit(limit))
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    return [(r[0], r[1]) for r in conn.execute(stmt)]
-
-
-def next_due(conn: Connection, patient: str) -> dict[str, datetime]:
-    rows = conn.execute(select(SCHEDULE.c.rule_id, SCHEDULE.c.due_at)
-                        .where(SCHEDULE.c.patient_id == patient))
-    return {r[0]: r[1].replace(tzinfo=UTC) if r[1].tzinfo is None else r[1] for r in rows}
-
-
-# ---------------------------------------------------------------- overrides (API)
-
 def overrides_of(conn: Connection, patient: str) -> dict[str, dict[str, Any]]:
+    """The patient's rule overrides by rule id (settings excluded: ``settings_of``)."""
     rows = conn.execute(select(OVERRIDE.c.rule_id, OVERRIDE.c.params)
-                        .where(OVERRIDE.c.patient_id == patient).order_by(OVERRIDE.c.rule_id))
+                        .where(OVERRIDE.c.patient_id == patient, OVERRIDE.c.rule_id != SETTINGS)
+                        .order_by(OVERRIDE.c.rule_id))
     return {r[0]: orjson.loads(r[1]) for r in rows}
+
+
+def settings_of(conn: Connection, patient: str) -> dict[str, Any]:
+    """The patient's own settings (``{"timezone": ...}``), empty when none are set."""
+    text = conn.execute(select(OVERRIDE.c.params).where(
+        OVERRIDE.c.patient_id == patient, OVERRIDE.c.rule_id == SETTINGS)).scalar_one_or_none()
+    found: dict[str, Any] = orjson.loads(text) if text else {}
+    return found
 
 
 def put_override(conn: Connection, patient: str, rule: str, params: dict[str, Any],
                  by: str | None) -> None:
+    """Store a patient's override of ``rule`` (or, with rule ``*``, the patient's settings)."""
     text = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
     conn.execute(_upsert(conn, OVERRIDE, ["patient_id", "rule_id"],
                          ["params", "updated_at", "updated_by"]),
-                 [{"patient_id": patient, "rule_id": rule, "params": text, "updated_at": utcnow(),
-          "updated_by": by}])
+                 [{"patient_id": patient, "rule_id": rule, "params": text,
+                   "updated_at": datetime.now(UTC), "updated_by": by}])
 
 
 def delete_override(conn: Connection, patient: str, rule: str) -> bool:
@@ -162,6 +268,7 @@ def delete_override(conn: Connection, patient: str, rule: str) -> bool:
 
 
 def states_of(conn: Connection, patient: str) -> dict[str, str]:
-    rows = conn.execute(select(STATE.c.rule_id, STATE.c.state)
-                        .where(STATE.c.patient_id == patient))
-    return {r[0]: r[1] for r in rows}
+    """{rule id: state JSON} of one patient (explain; no lock)."""
+    text = conn.execute(select(STATE.c.states).where(STATE.c.patient_id == patient)
+                        ).scalar_one_or_none()
+    return unpack(text)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlalchemy import DateTime as SADateTime
 from sqlmodel import Field, SQLModel
 
@@ -112,6 +112,16 @@ class DeviceAssignment(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_ts())
 
 
+class RegistryEpoch(SQLModel, table=True):
+    """One row (id 1): a counter bumped by every change that moves identifier bindings (a patient
+    merge), so processes caching identifier → id bindings notice and drop them (hub.identity)."""
+
+    __tablename__ = "registry_epoch"
+
+    id: int = Field(primary_key=True)
+    epoch: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class OutboxItem(SQLModel, table=True):
     """One resource version to deliver to one destination (filled by sync; written with the
     resource in one transaction)."""
@@ -179,14 +189,15 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
-class RuleState(SQLModel, table=True):
-    """Rolling per-patient state of one rule (baselines, counters): constant work per reading."""
+class RulePatientState(SQLModel, table=True):
+    """Every rule's rolling state for one patient (baselines, counters), in one row: one line
+    ``<rule id>\t<state JSON>`` per rule (hub/rules/store.py). One row read and at most one
+    written per message, however many rules the message moves: constant work per reading."""
 
-    __tablename__ = "rule_state"
+    __tablename__ = "rule_patient_state"
 
     patient_id: str = Field(primary_key=True, max_length=64)
-    rule_id: str = Field(primary_key=True, max_length=64)
-    state: str = Field(sa_column=Column(Text, nullable=False))
+    states: str = Field(sa_column=Column(Text, nullable=False))
     updated_at: datetime = Field(sa_column=_ts())
 
 
@@ -205,7 +216,8 @@ Index("ix_outbox_open_key", OutboxItem.__table__.c.destination,  # type: ignore[
 # the API), and when each time-based rule must next run for a patient, so the scheduler reads
 # only what is due (index on due_at) instead of every patient's state.
 class RuleOverride(SQLModel, table=True):
-    """One patient's parameters for one rule (a JSON object of top-level rule fields)."""
+    """One patient's parameters for one rule (a JSON merge patch of the rule's fields); rule id
+    ``*`` holds the patient's own settings for every rule (time zone)."""
 
     __tablename__ = "rule_override"
 
@@ -225,3 +237,30 @@ class RuleSchedule(SQLModel, table=True):
     patient_id: str = Field(primary_key=True, max_length=64)
     rule_id: str = Field(primary_key=True, max_length=64)
     due_at: datetime = Field(sa_column=_ts())
+
+
+# File imports (hub import, hub/store/imports.py, migration 0007): how far each import got,
+# committed in the same transaction as the inbox rows of each chunk, so an interrupted import
+# resumes after its last committed chunk and never sends one twice.
+class ImportCheckpoint(SQLModel, table=True):
+    """One import of one file (by content) into one source with one layout and variables."""
+
+    __tablename__ = "import_checkpoint"
+
+    import_key: str = Field(primary_key=True, max_length=64,
+                            description="sha256 of file content hash, source, layout, variables")
+    source: str = Field(max_length=64)
+    layout: str = Field(max_length=64, description="the layout name, or empty")
+    file_sha256: str = Field(max_length=64)
+    path: str = Field(sa_column=Column(Text, nullable=False), description="last read from")
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    position: int = Field(sa_column=Column(BigInteger, nullable=False),
+                          description="next unread byte (NDJSON, CSV) or array element (JSON)")
+    line: int = Field(sa_column=Column(BigInteger, nullable=False),
+                      description="lines read up to position")
+    items: int = Field(sa_column=Column(BigInteger, nullable=False))
+    refused: int = Field(sa_column=Column(BigInteger, nullable=False))
+    messages: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(max_length=16, description="running|done")
+    started_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())

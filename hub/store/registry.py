@@ -1,20 +1,37 @@
-"""The identity registry: Patients and Devices by business identifier, and device assignments."""
+"""The identity registry: Patients and Devices by business identifier, device assignments, and
+the registry epoch.
+
+Assignment periods are half-open, [start, end); ``end`` NULL means still assigned. Instants are
+stored and compared in UTC: SQLite keeps DateTime columns as text without an offset, so a reading
+at 07:30-05:00 compared with a start written at 12:00Z would otherwise compare wall-clock texts.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub.contracts import Identifier
-from hub.store.db import utcnow
+from hub.store.db import as_utc, utcnow
 from hub.store.dialect import insert_for
-from hub.store.models import DeviceAssignment, RegistryIdentifier
+from hub.store.models import DeviceAssignment, RegistryEpoch, RegistryIdentifier
 
 IDX = RegistryIdentifier.__table__  # type: ignore[attr-defined]
 ASSIGN = DeviceAssignment.__table__  # type: ignore[attr-defined]
+EPOCH = RegistryEpoch.__table__  # type: ignore[attr-defined]
+_EPOCH_ROW = 1
+
+
+def utc(when: datetime) -> datetime:
+    """``when`` in UTC; a naive datetime is a programming error (its instant is unknown)."""
+    if when.tzinfo is None:
+        raise ValueError("a naive datetime has no instant; give it an offset")
+    return when if when.tzinfo is UTC else when.astimezone(UTC)
 
 
 def lookup(conn: Connection, res_type: str, ident: Identifier) -> str | None:
@@ -25,14 +42,22 @@ def lookup(conn: Connection, res_type: str, ident: Identifier) -> str | None:
     ).scalar()
 
 
+def bind(conn: Connection, res_type: str, ident: Identifier, res_id: str) -> tuple[str, bool]:
+    """Bind identifier → id unless already bound: (the id bound now, whether this call bound it)."""
+    # RETURNING says whether this insert happened (rowcount is -1 with psycopg here).
+    inserted = conn.execute(
+        insert_for(conn, IDX).on_conflict_do_nothing().returning(IDX.c.res_id),
+        {"res_type": res_type, "system": ident.system, "value": ident.value, "res_id": res_id},
+    ).first()
+    if inserted is not None:
+        return res_id, True
+    bound = lookup(conn, res_type, ident)
+    return (bound if bound is not None else res_id), False
+
+
 def register(conn: Connection, res_type: str, ident: Identifier, res_id: str) -> str:
     """Bind identifier → id unless already bound; returns the id that is bound now."""
-    conn.execute(
-        insert_for(conn, IDX).on_conflict_do_nothing(),
-        {"res_type": res_type, "system": ident.system, "value": ident.value, "res_id": res_id},
-    )
-    bound = lookup(conn, res_type, ident)
-    return bound if bound is not None else res_id
+    return bind(conn, res_type, ident, res_id)[0]
 
 
 def identifiers_of(resource: dict[str, Any]) -> list[Identifier]:
@@ -40,36 +65,139 @@ def identifiers_of(resource: dict[str, Any]) -> list[Identifier]:
             if i.get("system") and i.get("value")]
 
 
+def identifiers_for(conn: Connection, res_type: str,
+                    ids: Iterable[str]) -> dict[str, list[Identifier]]:
+    """Every identifier bound to each of ``ids`` (sorted), for listings."""
+    wanted = sorted(set(ids))
+    found: dict[str, list[Identifier]] = {i: [] for i in wanted}
+    if wanted:
+        rows = conn.execute(select(IDX.c.res_id, IDX.c.system, IDX.c.value)
+                            .where(IDX.c.res_type == res_type, IDX.c.res_id.in_(wanted))
+                            .order_by(IDX.c.system, IDX.c.value)).all()
+        for row in rows:
+            found[row.res_id].append(Identifier(row.system, row.value))
+    return found
+
+
+# -- assignments ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A device assigned to a patient for [start, end) (``end`` None: still assigned)."""
+
+    id: int
+    device_id: str
+    patient_id: str
+    start: datetime
+    end: datetime | None
+
+
+def _assignment(row: Any) -> Assignment:
+    start = as_utc(row.start)
+    assert start is not None
+    return Assignment(row.id, row.device_id, row.patient_id, start, as_utc(row.end))
+
+
 def patient_at(conn: Connection, device_id: str, when: datetime) -> str | None:
-    """The patient the device was assigned to at ``when`` (latest-starting assignment wins)."""
+    """The patient the device was assigned to at ``when`` (periods of a device never overlap)."""
+    at = utc(when)
     return conn.execute(
         select(ASSIGN.c.patient_id)
-        .where(ASSIGN.c.device_id == device_id, ASSIGN.c.start <= when,
-               or_(ASSIGN.c.end.is_(None), ASSIGN.c.end > when))
+        .where(ASSIGN.c.device_id == device_id, ASSIGN.c.start <= at,
+               or_(ASSIGN.c.end.is_(None), ASSIGN.c.end > at))
         .order_by(ASSIGN.c.start.desc())
         .limit(1)
     ).scalar()
 
 
-def assign(
-    conn: Connection, device_id: str, patient_id: str, start: datetime, end: datetime | None
-) -> int:
-    """Record an assignment for [start, end); an open assignment of the device that is still
-    running at ``start`` is ended there, so periods never overlap."""
-    conn.execute(
-        ASSIGN.update()
-        .where(and_(ASSIGN.c.device_id == device_id, ASSIGN.c.end.is_(None),
-                    ASSIGN.c.start < start))
-        .values(end=start)
-    )
-    result = conn.execute(ASSIGN.insert().returning(ASSIGN.c.id), {
+def lock_device(conn: Connection, device_id: str) -> None:
+    """Serialize assignment changes of one device until the transaction ends (PostgreSQL: a row
+    lock on its registry rows, so two concurrent assignments cannot both pass the overlap check;
+    SQLite's write transaction already excludes every other writer)."""
+    conn.execute(select(IDX.c.res_id)
+                 .where(IDX.c.res_type == "Device", IDX.c.res_id == device_id)
+                 .with_for_update()).all()
+
+
+def overlapping(conn: Connection, device_id: str, start: datetime,
+                end: datetime | None) -> list[Assignment]:
+    """The device's assignments that share an instant with [start, end)."""
+    query = select(ASSIGN).where(ASSIGN.c.device_id == device_id,
+                                 or_(ASSIGN.c.end.is_(None), ASSIGN.c.end > utc(start)))
+    if end is not None:
+        query = query.where(ASSIGN.c.start < utc(end))
+    return [_assignment(r) for r in conn.execute(query.order_by(ASSIGN.c.start)).all()]
+
+
+def covering(conn: Connection, device_id: str, at: datetime) -> Assignment | None:
+    """The device's assignment in force at ``at``, if any."""
+    row = conn.execute(
+        select(ASSIGN).where(ASSIGN.c.device_id == device_id, ASSIGN.c.start <= utc(at),
+                             or_(ASSIGN.c.end.is_(None), ASSIGN.c.end > utc(at)))
+        .order_by(ASSIGN.c.start.desc()).limit(1)).first()
+    return None if row is None else _assignment(row)
+
+
+def add_assignment(conn: Connection, device_id: str, patient_id: str, start: datetime,
+                   end: datetime | None) -> Assignment:
+    """Record [start, end) as given; the caller checked that it overlaps nothing."""
+    start, end = utc(start), None if end is None else utc(end)
+    new_id = conn.execute(ASSIGN.insert().returning(ASSIGN.c.id), {
         "device_id": device_id, "patient_id": patient_id, "start": start, "end": end,
         "created_at": utcnow(),
-    })
-    return int(result.scalar_one())
+    }).scalar_one()
+    return Assignment(int(new_id), device_id, patient_id, start, end)
 
 
-def assignments(conn: Connection, device_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute(select(ASSIGN).where(ASSIGN.c.device_id == device_id)
-                        .order_by(ASSIGN.c.start)).all()
-    return [dict(r._mapping) for r in rows]
+def end_assignment(conn: Connection, assignment_id: int, at: datetime) -> None:
+    conn.execute(update(ASSIGN).where(ASSIGN.c.id == assignment_id).values(end=utc(at)))
+
+
+def delete_assignment(conn: Connection, assignment_id: int) -> None:
+    conn.execute(delete(ASSIGN).where(ASSIGN.c.id == assignment_id))
+
+
+def assignments(conn: Connection, *, device_id: str | None = None,
+                patient_id: str | None = None, at: datetime | None = None) -> list[Assignment]:
+    """Assignments, by device then start, filtered by device, patient and instant in force."""
+    query = select(ASSIGN)
+    if device_id is not None:
+        query = query.where(ASSIGN.c.device_id == device_id)
+    if patient_id is not None:
+        query = query.where(ASSIGN.c.patient_id == patient_id)
+    if at is not None:
+        query = query.where(and_(ASSIGN.c.start <= utc(at),
+                                 or_(ASSIGN.c.end.is_(None), ASSIGN.c.end > utc(at))))
+    rows = conn.execute(query.order_by(ASSIGN.c.device_id, ASSIGN.c.start)).all()
+    return [_assignment(r) for r in rows]
+
+
+# -- the registry epoch --------------------------------------------------------------------------
+
+def epoch(conn: Connection, *, share: bool = False) -> int:
+    """The registry epoch. ``share`` (PostgreSQL) holds a share lock on it until the transaction
+    ends, so ``bump_epoch`` in another transaction waits for this one: bindings this transaction
+    read from a cache can never be used after a merge that moved them has committed."""
+    query = select(EPOCH.c.epoch).where(EPOCH.c.id == _EPOCH_ROW)
+    if share:
+        query = query.with_for_update(read=True)  # SQLite: no clause (one writer at a time)
+    found = conn.execute(query).scalar()
+    if found is None and share:  # the migration creates the row; a truncated table lacks it,
+        _create_epoch_row(conn)  # and a missing row cannot be locked
+        found = conn.execute(query).scalar()
+    return 0 if found is None else int(found)
+
+
+def _create_epoch_row(conn: Connection) -> None:
+    conn.execute(insert_for(conn, EPOCH).on_conflict_do_nothing(), {"id": _EPOCH_ROW, "epoch": 0})
+
+
+def bump_epoch(conn: Connection) -> int:
+    """Advance the epoch in the caller's transaction (every cached binding is stale once it
+    commits); returns the new value."""
+    bumped = conn.execute(update(EPOCH).where(EPOCH.c.id == _EPOCH_ROW)
+                          .values(epoch=EPOCH.c.epoch + 1).returning(EPOCH.c.epoch)).scalar()
+    if bumped is None:
+        _create_epoch_row(conn)
+        return bump_epoch(conn)
+    return int(bumped)

@@ -98,3 +98,56 @@ def test_only_an_all_sources_key_may_touch_rules(hub: Hub, client: TestClient,
                                                  api_key: str) -> None:
     assert client.get("/rules", headers=auth(api_key)).status_code == 403
     assert client.get("/rules").status_code == 401
+
+
+def test_an_override_merges_into_the_rule_and_explain_shows_the_result(
+        hub: Hub, client: TestClient, admin: dict[str, str]) -> None:
+    pid = patient_id(hub, client, admin)
+    done = client.put(f"/rules/overrides/{pid}/bp-severe", headers=admin,
+                      json={"any": [{"measure": "systolic", "at_or_above": 170}]})
+    assert done.status_code == 200, done.text
+    triggers = done.json()["effective"]["any"]
+    assert [(t["measure"], t["at_or_above"], t["clear_at"]) for t in triggers] == [
+        ("systolic", 170, 159), ("diastolic", 120, 99)]  # the diastolic trigger is kept
+    assert list(done.json()["changes"]) == ["any"]
+    bad = client.put(f"/rules/overrides/{pid}/bp-severe", headers=admin,
+                     json={"any": [{"at_or_above": 170}]})
+    assert bad.status_code == 422
+    assert "any[0]: name the item to change by its key" in bad.json()["issue"][0]["diagnostics"]
+
+    report = client.get(f"/rules/patients/{pid}", headers=admin).json()
+    entry = next(r for r in report["rules"] if r["rule"] == "bp-severe")
+    assert entry["override"] == {"any": [{"measure": "systolic", "at_or_above": 170}]}
+    assert [t["at_or_above"] for t in entry["effective"]["any"]] == [170, 120]
+
+
+def test_a_patients_time_zone_is_validated_stored_and_explained(
+        hub: Hub, client: TestClient, admin: dict[str, str]) -> None:
+    pid = patient_id(hub, client, admin)
+    assert client.get(f"/rules/patients/{pid}/settings", headers=admin).json() == {
+        "patient": pid, "settings": {}, "timezone": "UTC"}
+    bad = client.put(f"/rules/patients/{pid}/settings", headers=admin,
+                     json={"timezone": "Mars/Olympus"})
+    assert bad.status_code == 422
+    assert "timezone: Value error, 'Mars/Olympus' is not a known time zone" in \
+        bad.json()["issue"][0]["diagnostics"]
+    assert client.put(f"/rules/patients/{pid}/settings", headers=admin,
+                      json={"zone": "UTC"}).status_code == 422
+    assert client.put("/rules/patients/nobody/settings", headers=admin,
+                      json={"timezone": "UTC"}).status_code == 404
+    done = client.put(f"/rules/patients/{pid}/settings", headers=admin,
+                      json={"timezone": "America/New_York"})
+    assert done.status_code == 200, done.text
+    assert client.get(f"/rules/patients/{pid}/settings", headers=admin).json()["timezone"] == \
+        "America/New_York"
+    with hub.engine.connect() as conn:  # every time-based rule recomputes its days
+        scheduled = set(conn.execute(select(RuleSchedule.rule_id)
+                                     .where(RuleSchedule.patient_id == pid)).scalars())
+    assert {"rpm-days-with-data", "medication-adherence", "cgm-consensus"} <= scheduled
+    assert client.get(f"/rules/patients/{pid}", headers=admin).json()["timezone"] == \
+        "America/New_York"
+    assert client.get(f"/rules/overrides/{pid}", headers=admin).json()["overrides"] == {}
+    assert client.delete(f"/rules/patients/{pid}/settings", headers=admin).status_code == 204
+    assert client.delete(f"/rules/patients/{pid}/settings", headers=admin).status_code == 404
+    assert client.get(f"/rules/patients/{pid}", headers=admin).json()["timezone"] == \
+        "UTC (the program's)"

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
-from sqlalchemy import select
 
+from hub.rules import store
 from hub.rules.kinds.baseline import baseline_stats
-from hub.store.models import RuleState
 
 from .conftest import T0, at, of, summary_of
 
@@ -28,7 +27,7 @@ def steady(days: int, start_hours: float = 0) -> list[dict]:  # type: ignore[typ
 
 def state(run, rule: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
     with run.db.connect() as conn:
-        text = conn.execute(select(RuleState.state).where(RuleState.rule_id == rule)).scalar_one()
+        text = store.states_of(conn, run.patient)[rule]
     return orjson.loads(text)  # type: ignore[no-any-return]
 
 
@@ -97,3 +96,41 @@ def test_state_is_bounded(session) -> None:  # type: ignore[no-untyped-def]
     st = state(run, "sbp-baseline")
     assert len(st["buf"]) <= 28 and len(st.get("recent", [])) <= 1
     assert len(orjson.dumps(st)) < 4000
+
+
+def spo2_series(days: int, values: list[float]) -> list[dict]:  # type: ignore[type-arg]
+    return [{"type": "oxygen-saturation", "time": at(hours=12 * i),
+             "value": values[i % len(values)], "unit": "%"} for i in range(days * 2)]
+
+
+def test_a_fall_in_spo2_from_the_patients_own_level(session) -> None:  # type: ignore[no-untyped-def]
+    usual = [93, 94, 94, 95, 93, 94]  # a COPD patient's 92-94 %: over spo2-low's limits
+    after = at(hours=12 * 14)
+    rise = session("spo2-baseline")
+    rise.post([*spo2_series(7, usual), {"type": "oxygen-saturation", "time": after,
+                                        "value": 99, "unit": "%"}])
+    assert of(rise.outputs(), "Flag") == []  # falls only
+    small = session("spo2-baseline")
+    small.post([*spo2_series(7, usual), {"type": "oxygen-saturation", "time": after,
+                                         "value": 91, "unit": "%"}])
+    assert of(small.outputs(), "Flag") == []  # 3 points: within the patient's usual range
+    fall = session("spo2-baseline")
+    fall.post([*spo2_series(7, usual), {"type": "oxygen-saturation", "time": after,
+                                        "value": 89, "unit": "%"}])
+    (flag,) = of(fall.outputs(), "Flag")
+    assert "SpO2: the latest measurement (a step past the rule's jump limit) 89 % is 5 % below " \
+           "this patient's baseline 94 %" in summary_of(flag)
+
+
+def test_a_deviation_the_other_way_is_a_new_episode(session) -> None:  # type: ignore[no-untyped-def]
+    run = session("sbp-baseline")
+    run.post([*steady(7), bp(168, 100), bp(180, 98)])  # a fall of ~30 mm Hg: a low Flag
+    (low,) = of(run.outputs(), "Flag")
+    assert "below this patient's baseline" in summary_of(low)
+    run.post([bp(192, 170)])  # then a rise past the jump limit
+    flags = {f["status"]: f for f in of(run.outputs(), "Flag")}
+    assert flags["inactive"]["id"] == low["id"]
+    assert flags["inactive"]["period"]["end"] == at(hours=192).replace("+00:00", "Z")
+    assert "above this patient's baseline" in summary_of(flags["active"])
+    notices = of(run.outputs(), "Communication")
+    assert len(notices) == 2  # the raise of each episode

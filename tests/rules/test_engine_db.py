@@ -17,7 +17,7 @@ from hub.rules.explain import as_text, explain, resolve_patient
 from hub.runtime import Hub
 from hub.store import inbox
 from hub.store.db import write_tx
-from hub.store.models import OutboxItem, Resource, RuleSchedule, RuleState
+from hub.store.models import OutboxItem, Resource, RulePatientState, RuleSchedule
 from hub.sync.routing import OutboxRouter, Route
 from hub.worker import drain
 from tests.conftest import REPO
@@ -74,14 +74,14 @@ def test_replaying_a_message_changes_nothing(hub: Hub) -> None:
     drain(hub.pipeline, hub.engine, 10)
     before = snapshot(hub)
     with hub.engine.connect() as conn:
-        states = conn.execute(select(RuleState.rule_id, RuleState.state)
-                              .order_by(RuleState.rule_id)).all()
+        states = conn.execute(select(RulePatientState.patient_id, RulePatientState.states,
+                                     RulePatientState.updated_at)).all()
     assert inbox.requeue(hub.engine, status="processed", message_ids=[message]) == 1
     drain(hub.pipeline, hub.engine, 10)
     assert snapshot(hub) == before
     with hub.engine.connect() as conn:
-        assert conn.execute(select(RuleState.rule_id, RuleState.state)
-                            .order_by(RuleState.rule_id)).all() == states
+        assert conn.execute(select(RulePatientState.patient_id, RulePatientState.states,
+                                   RulePatientState.updated_at)).all() == states
 
 
 def test_the_scheduler_runs_what_is_due_at_the_injected_time(hub: Hub) -> None:
@@ -137,7 +137,12 @@ def test_an_override_applies_to_one_patient_only(hub: Hub) -> None:
     entries = {e["rule"]: e for e in report["rules"]}
     assert entries["spo2-low"]["override"]["any"][0]["below"] == 85
     assert entries["device-silence"]["enabled"] is False
-    assert "why: Low oxygen saturation: SpO2 89 %" in as_text(report)
+    text = as_text(report)
+    assert "why: Low oxygen saturation: SpO2 89 %" in text
+    assert "Time zone: UTC (the program's)" in text
+    # the override as given, then what it changes in the rule (the merged trigger)
+    assert '      override: {"any":[{"below":85,"clear_at":88,"measure":"spo2"}]}\n' \
+        '      effective: {"any":[{"measure":"spo2","below":85.0,"clear_at":88.0}]}' in text
 
 
 def test_state_rows_per_patient_are_bounded_by_the_rules(hub: Hub) -> None:
@@ -151,12 +156,10 @@ def test_state_rows_per_patient_are_bounded_by_the_rules(hub: Hub) -> None:
     post(hub, readings)
     drain(hub.pipeline, hub.engine, 10)
     with hub.engine.connect() as conn:
-        count, biggest = conn.execute(select(func.count(), func.max(func.length(
-            RuleState.state)))).one()
-        patients = conn.execute(select(func.count(func.distinct(RuleState.patient_id)))
-                                ).scalar_one()
-    assert patients == 1 and count <= len(hub.pipeline.rules.program.rules)  # type: ignore[attr-defined]
-    assert biggest < 6000
+        ((text,),) = conn.execute(select(RulePatientState.states)).all()  # one row: one patient
+    states = rule_store.unpack(text)
+    assert set(states) <= set(hub.pipeline.rules.program.rules)  # type: ignore[attr-defined]
+    assert max(len(s) for s in states.values()) < 6000
     with hub.engine.connect() as conn:
         patient = resolve_patient(conn, "pat-rules")
         assert patient is not None
@@ -171,7 +174,7 @@ def test_a_driver_error_in_the_state_store_is_sqlalchemys_without_the_ids(hub: H
     if hub.engine.dialect.name != "postgresql":
         pytest.skip("row locks: PostgreSQL")
     with write_tx(hub.engine) as conn:
-        rule_store.save(conn, [("patient-secret-id", "spo2-low", "{}")])
+        rule_store.save(conn, [("patient-secret-id", rule_store.pack({"spo2-low": "{}"}))])
     with hub.engine.connect() as holder, holder.begin():
         rule_store.load(holder, ["patient-secret-id"])  # FOR UPDATE: holds the row
         with hub.engine.connect() as other, other.begin():
@@ -179,3 +182,32 @@ def test_a_driver_error_in_the_state_store_is_sqlalchemys_without_the_ids(hub: H
             with pytest.raises(OperationalError) as caught:
                 rule_store.load(other, ["patient-secret-id"])
     assert "patient-secret-id" not in str(caught.value)
+
+
+def test_migration_0007_carries_rule_states_over_and_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from hub.store.db import alembic_config, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0006")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for patient, rule, state in [("p1", "spo2-low", '{"t":1.0}'), ("p1", "news2", "{}"),
+                                     ("p2", "device-silence", '{"last":2.0}')]:
+            conn.execute(text("INSERT INTO rule_state VALUES (:p, :r, :s, '2026-01-01')"),
+                         {"p": patient, "r": rule, "s": state})
+    upgrade(url)
+    with engine.connect() as conn:
+        got = {p: rule_store.unpack(s) for p, s in conn.execute(
+            text("SELECT patient_id, states FROM rule_patient_state"))}
+    assert got == {"p1": {"news2": "{}", "spo2-low": '{"t":1.0}'},
+                   "p2": {"device-silence": '{"last":2.0}'}}
+    command.downgrade(alembic_config(url), "0006")
+    with engine.connect() as conn:
+        back = sorted(tuple(r) for r in conn.execute(
+            text("SELECT patient_id, rule_id, state FROM rule_state")))
+    engine.dispose()
+    assert back == [("p1", "news2", "{}"), ("p1", "spo2-low", '{"t":1.0}'),
+                    ("p2", "device-silence", '{"last":2.0}')]

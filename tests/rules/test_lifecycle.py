@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from hub.rules.outputs import FLAG_DETAIL, FLAG_PRIORITY, HUB_DEVICE_ID, RULE_EXT
 
-from .conftest import T0, at, of, summary_of, validate
+from .conftest import PROGRAM, T0, at, of, summary_of, validate
 
 
 def spo2(minutes: float, value: float) -> dict:  # type: ignore[type-arg]
@@ -31,7 +31,8 @@ def test_one_flag_per_episode_with_evidence_priority_and_rule(session) -> None: 
         "display": "Medium priority"}
     rule = next(e for e in flag["extension"] if e["url"] == RULE_EXT)
     parts = {p["url"]: p for p in rule["extension"]}
-    assert parts["id"]["valueString"] == "spo2-low" and parts["version"]["valueString"] == "2"
+    assert parts["id"]["valueString"] == "spo2-low"
+    assert parts["version"]["valueString"] == str(PROGRAM.versions["spo2-low"]) == "3"
     values = [p for p in rule["extension"] if p["url"] == "value"]
     assert [v["extension"][1]["valueQuantity"]["value"] for v in values] == [89, 88]
     # the hub Device (author) is written with the first outputs
@@ -130,3 +131,12 @@ def test_an_escalation_limit_raises_at_once(session) -> None:  # type: ignore[no
                                                 "any": [{"measure": "spo2", "below": 85}]}]})
     waiting.post([spo2(0, 83)])
     assert of(waiting.outputs(), "Flag") == []
+
+
+def test_persistence_tolerates_one_missed_reading_of_a_twice_daily_schedule(session) -> None:  # type: ignore[no-untyped-def]
+    later = session("spo2-low")
+    later.post([spo2(0, 89), spo2(25 * 60, 88)])  # the 12 h reading was skipped; 25 h apart
+    assert [f["status"] for f in of(later.outputs(), "Flag")] == ["active"]
+    too_late = session("spo2-low")
+    too_late.post([spo2(0, 89), spo2(37 * 60, 88)])  # more than 36 h: the count restarts
+    assert of(too_late.outputs(), "Flag") == []

@@ -21,10 +21,9 @@ def dose(when: datetime, kind: str = "taken", code: str = "197361") -> dict:  # 
 
 
 def test_slots_follow_local_time_across_a_dst_change() -> None:
-    rule = PROGRAM.rules["medication-adherence"].model_copy(
-        update={"times": ["08:00"], "timezone": "America/New_York"})
+    rule = PROGRAM.rules["medication-adherence"].model_copy(update={"times": ["08:00"]})
     start = datetime(2026, 10, 31, tzinfo=UTC).timestamp()
-    slots = slots_between(rule, start, start + 3 * 86400)  # type: ignore[arg-type]
+    slots = slots_between(rule, start, start + 3 * 86400, "America/New_York")  # type: ignore[arg-type]
     hours = [datetime.fromtimestamp(t, UTC).hour for t in slots]
     assert hours == [12, 13, 13]  # 08:00 EDT, then 08:00 EST after 1 November
 

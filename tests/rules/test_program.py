@@ -73,7 +73,8 @@ def test_cross_file_checks(tmp_path: Path) -> None:
     text = "\n".join(str(p) for p in caught.value.problems)
     assert f"{tmp_path}/c.yaml:4:6: rules[1].id: 'low' already defined in b.yaml" in text
     assert "measure 'pulse' is not defined" in text
-    assert "timezone 'Mars/Olympus' is not a known time zone" in text
+    assert "d.yaml:3:95: rules[0].timezone: Value error, 'Mars/Olympus' is not a known time " \
+        "zone" in text
 
 
 def test_versions_come_from_the_file_or_the_rule(tmp_path: Path) -> None:

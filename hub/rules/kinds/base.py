@@ -74,17 +74,19 @@ def local_day(t: float, tz: str) -> int:
 
 
 def cached_day(st: State, t: float, tz: str) -> tuple[int, float]:
-    """(local day ordinal, its start) of ``t``, cached in ``st["day"]`` as [ordinal, start, end]:
-    readings of one day skip the time-zone arithmetic (the hot path's costliest step)."""
+    """(local day ordinal, its start) of ``t``, cached in ``st["day"]`` as [ordinal, start, end,
+    zone]: readings of one day skip the time-zone arithmetic (the hot path's costliest step).
+    A patient whose zone changed gets the new zone's days from the next reading on."""
     cached = st.get("day")
-    if cached is None or not cached[1] <= t < cached[2]:
+    if cached is None or not cached[1] <= t < cached[2] or cached[3:] != [tz]:
         ordinal = local_day(t, tz)
-        cached = st["day"] = [ordinal, day_start(ordinal, tz), day_start(ordinal + 1, tz)]
+        cached = st["day"] = [ordinal, day_start(ordinal, tz), day_start(ordinal + 1, tz), tz]
     return cached[0], cached[1]
 
 
 def day_start(ordinal: int, tz: str) -> float:
-    """Epoch seconds of local midnight starting day ``ordinal`` in ``tz``."""
+    """Epoch seconds of local midnight starting day ``ordinal`` in ``tz`` (a day is 23 or 25
+    hours long across a daylight-saving change)."""
     day = datetime.fromordinal(ordinal)
     return day.replace(tzinfo=ZoneInfo(tz)).timestamp()
 

@@ -18,6 +18,9 @@
   excursion cannot drag the baseline towards itself. Once a Flag has been active for
   ``accept_after``, sessions are admitted again: the baseline moves to the new level over the
   following days, the deviation clears and the Flag resolves (``flag.resolve_after`` later).
+- **A change of direction is a new episode**: a Flag raised for a fall ends (inactive, at that
+  reading) when a rise fires, and a new Flag with its own notices says so — one active Flag per
+  rule would otherwise absorb the second finding silently.
 """
 
 from __future__ import annotations
@@ -108,6 +111,12 @@ class Baseline(Kind):
             and rule.direction != "up"
         if up or down:
             st["dev"] = True
+            side = "up" if up else "down"
+            if ctx.active(st) is not None and st.get("side", side) != side:
+                # a deviation the other way is another finding, not more of the same: that
+                # episode ends here and a new Flag says what is happening now
+                ctx.new_finding(st, t)
+            st["side"] = side
             ctx.fire(st, t, rule.flag.priority,
                      self._finding(ctx, rule, stats, sd, means, limit, recent, sess, t))
         elif abs(delta) < limit / 2:

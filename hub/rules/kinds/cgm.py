@@ -71,8 +71,15 @@ def band(mg_dl: float) -> int:
     return 3 if mg_dl <= 250 else 4
 
 
-def metrics(days: list[list[Any]], n_days: int, slots_per_day: int) -> dict[str, float] | None:
-    """The consensus metrics of day records ``[bits_hex, c0..c4, sum, sumsq]``; None if empty."""
+def possible_slots(first: int, last: int, tz: str, slot: float) -> int:
+    """Sensor slots in local days ``first``..``last`` (a daylight-saving day has 276 or 300
+    five-minute slots, not 288)."""
+    return int((day_start(last + 1, tz) - day_start(first, tz)) // slot)
+
+
+def metrics(days: list[list[Any]], possible: int) -> dict[str, float] | None:
+    """The consensus metrics of day records ``[bits_hex, c0..c4, sum, sumsq]`` against
+    ``possible`` sensor slots in the period; None if empty."""
     counts = [0] * 5
     total = sumsq = 0.0
     worn = 0
@@ -92,7 +99,7 @@ def metrics(days: list[list[Any]], n_days: int, slots_per_day: int) -> dict[str,
         "tbr_very_low": 100 * counts[0] / n, "tbr_low": 100 * counts[1] / n,
         "tir": 100 * counts[2] / n, "tar_high": 100 * counts[3] / n,
         "tar_very_high": 100 * counts[4] / n,
-        "days_worn": worn, "active": 100 * n / (n_days * slots_per_day),
+        "days_worn": worn, "active": 100 * n / possible,
     }
 
 
@@ -107,7 +114,7 @@ class Cgm(Kind):
         value = s.values.get(rule.measure)
         if not isinstance(value, float) or not s.usable:
             return
-        ordinal, start = cached_day(st, s.t, rule.timezone)
+        ordinal, start = cached_day(st, s.t, ctx.tz)
         days: dict[str, list[Any]] = st.setdefault("days", {})
         newest = max(ordinal, st.get("newest", ordinal))
         if ordinal <= newest - rule.days - 1:
@@ -138,7 +145,7 @@ class Cgm(Kind):
         nxt = max(st.get("summarised", first) + 1, first + 1)
         if nxt - rule.days > st.get("newest", first):
             return ctx.due(st)  # no data left in the next period
-        own = day_start(nxt, rule.timezone)
+        own = day_start(nxt, ctx.tz)
         alert = ctx.due(st)
         return own if alert is None else min(own, alert)
 
@@ -149,18 +156,17 @@ class Cgm(Kind):
         days = st.get("days")
         if not days:
             return
-        today = local_day(now, rule.timezone)
+        today = local_day(now, ctx.tz)
         if today <= st.get("summarised", min(int(k) for k in days)):
             return
         st["summarised"] = today
         period = [days[str(d)] for d in range(today - rule.days, today) if str(d) in days]
-        slots = int(86400 // rule.slot)
-        found = metrics(period, rule.days, slots)
+        found = metrics(period, possible_slots(today - rule.days, today - 1, ctx.tz, rule.slot))
         if found is None:
             return
         start, end = today - rule.days, today - 1
         self._emit(ctx, rule, found, start, end)
-        self._judge(ctx, rule, st, found, start, end, day_start(today, rule.timezone))
+        self._judge(ctx, rule, st, found, start, end, day_start(today, ctx.tz))
 
     def _judge(self, ctx: Ctx, rule: CgmRule, st: State, found: dict[str, float], start: int,
                end: int, t: float) -> None:
@@ -247,7 +253,8 @@ class Cgm(Kind):
             return {"cgm": "no readings yet"}
         period = [days[str(d)] for d in range(newest - rule.days + 1, newest + 1)
                   if str(d) in days]
-        found = metrics(period, rule.days, int(86400 // rule.slot))
+        found = metrics(period, possible_slots(newest - rule.days + 1, newest, ctx.tz,
+                                               rule.slot))
         if found is None:
             return {"cgm": "no readings in the last period"}
         return {"cgm (last days incl. today)": f"TIR {found['tir']:.1f} %, TBR<54 "

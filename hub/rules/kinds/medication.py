@@ -3,8 +3,8 @@
 **Input**: the pill bottle's events (connectors/pillbottle: Observations coded
 ``urn:iomt-fhir-hub:medication-event|dose-taken`` / ``dose-missed``, the medication as value).
 
-**Schedule**: dose times ``times`` (HH:MM, local ``timezone``) from the program or, per patient,
-from an override — which ``schedule_from_request`` fills from a MedicationRequest's
+**Schedule**: dose times ``times`` (HH:MM, the patient's local time) from the program or, per
+patient, from an override — which ``schedule_from_request`` fills from a MedicationRequest's
 ``dosageInstruction.timing.repeat.timeOfDay``. A dose slot is *taken* when a dose event of the
 rule's ``measure`` (for the rule's ``medication``, if set) falls within ``grace`` of it, either
 side; a slot whose window closes untaken is *missed* (found by the scheduler). A bottle that
@@ -39,11 +39,13 @@ from hub.rules.model import MedicationRule
 from hub.rules.readings import Sample
 
 
-def slots_between(rule: MedicationRule, start: float, end: float) -> list[float]:
-    """Dose instants (epoch s) in [start, end), from the local ``times`` of each day."""
+def slots_between(rule: MedicationRule, start: float, end: float, zone: str) -> list[float]:
+    """Dose instants (epoch s) in [start, end), from the local ``times`` of each day in
+    ``zone`` (wall-clock times: 08:00 stays 08:00 across a daylight-saving change; a time the
+    change skips is taken with the offset before it)."""
     if not rule.times:
         return []
-    tz = ZoneInfo(rule.timezone)
+    tz = ZoneInfo(zone)
     day = datetime.fromtimestamp(start, tz).date() - timedelta(days=1)
     last = datetime.fromtimestamp(end, tz).date()
     found: list[float] = []
@@ -94,7 +96,7 @@ class Medication(Kind):
         del seen[:-20]
         st.setdefault("until", s.t - rule.grace)
         slots: dict[str, Any] = st.setdefault("slots", {})
-        slot = self._slot_for(rule, st, s.t)
+        slot = self._slot_for(rule, st, s.t, ctx.tz)
         if taken is not None:
             ctx.emit(self._administration(ctx, rule, s, value if isinstance(value, str)
                                           else rule.medication))
@@ -108,10 +110,11 @@ class Medication(Kind):
         self._missed(ctx, rule, st, s.t, s.t, [s.ref])
 
     @staticmethod
-    def _slot_for(rule: MedicationRule, st: State, t: float) -> float | None:
+    def _slot_for(rule: MedicationRule, st: State, t: float, zone: str) -> float | None:
         """The open schedule slot within ``grace`` of ``t`` (nearest first), if any."""
         slots: dict[str, Any] = st.setdefault("slots", {})
-        candidates = [slot for slot in slots_between(rule, t - rule.grace, t + rule.grace + 1)
+        near = slots_between(rule, t - rule.grace, t + rule.grace + 1, zone)
+        candidates = [slot for slot in near
                       if slots.get(str(int(slot))) is None and slot + rule.grace > st["until"]]
         return min(candidates, key=lambda slot: abs(slot - t)) if candidates else None
 
@@ -124,7 +127,7 @@ class Medication(Kind):
             return
         slots: dict[str, Any] = st.setdefault("slots", {})
         misses: list[float] = st.setdefault("misses", [])
-        for slot in slots_between(rule, until - rule.grace, now - rule.grace + 1):
+        for slot in slots_between(rule, until - rule.grace, now - rule.grace + 1, ctx.tz):
             closes = slot + rule.grace
             if closes <= until or closes > now:
                 continue
@@ -170,7 +173,7 @@ class Medication(Kind):
         own: float | None = None
         until = st.get("until")
         if until is not None and rule.times:
-            upcoming = slots_between(rule, until - rule.grace + 1, until + 2 * 86400)
+            upcoming = slots_between(rule, until - rule.grace + 1, until + 2 * 86400, ctx.tz)
             own = upcoming[0] + rule.grace if upcoming else None
         alert = ctx.due(st)
         candidates = [d for d in (own, alert) if d is not None]

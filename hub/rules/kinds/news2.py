@@ -217,22 +217,24 @@ class News2(Kind):
     def _judge(self, ctx: Ctx, rule: News2Rule, st: State, vset: dict[str, Any]) -> None:
         """Flag decisions at once, on the set as it stands (a partial aggregate is a lower
         bound, so waiting for the rest of the set could only raise it)."""
-        scored = self._score(ctx, rule, vset)
+        scored = self._score(ctx, rule, vset, words=False)
         if scored is None:
             return
-        aggregate, missing, any_three, t, finding = (scored["aggregate"], scored["missing"],
-                                                     scored["any_three"], scored["t"],
-                                                     scored["finding"])
+        aggregate, missing, any_three, t = (scored["aggregate"], scored["missing"],
+                                            scored["any_three"], scored["t"])
         if aggregate >= rule.aggregate_high:
-            ctx.fire(st, t, "high", finding)
+            ctx.fire(st, t, "high", self._words(ctx, rule, vset, scored))
         elif aggregate >= rule.aggregate_medium or any_three:
-            ctx.fire(st, t, rule.flag.priority, finding)
+            ctx.fire(st, t, rule.flag.priority, self._words(ctx, rule, vset, scored))
         elif missing and not rule.clear_on_partial:
             ctx.not_clear(st)
         else:
             ctx.clearing(st, t)
 
-    def _score(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any]) -> dict[str, Any] | None:
+    def _score(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any], *, words: bool = True
+               ) -> dict[str, Any] | None:
+        """The set's sub-scores and aggregate (None below ``min_parameters``); with ``words``,
+        the finding too (its text is only needed when a Flag fires or a score is written)."""
         params: dict[str, list[Any]] = vset["params"]
         on_oxygen: bool | None = rule.on_oxygen
         if "air_or_oxygen" in params:
@@ -260,9 +262,17 @@ class News2(Kind):
         any_three = any(v == 3 for v in scores.values())
         t = max(v[1] for v in params.values())
         refs = [v[2] for v in params.values()]
-        finding = self._finding(ctx, rule, params, scores, aggregate, missing, any_three, t, refs)
-        return {"scores": scores, "aggregate": aggregate, "missing": missing,
-                "any_three": any_three, "t": t, "refs": refs, "finding": finding}
+        scored = {"scores": scores, "aggregate": aggregate, "missing": missing,
+                  "any_three": any_three, "t": t, "refs": refs}
+        if words:
+            scored["finding"] = self._words(ctx, rule, vset, scored)
+        return scored
+
+    def _words(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any], scored: dict[str, Any]
+               ) -> dict[str, Any]:
+        return self._finding(ctx, rule, vset["params"], scored["scores"], scored["aggregate"],
+                             scored["missing"], scored["any_three"], scored["t"],
+                             scored["refs"])
 
     def _finding(self, ctx: Ctx, rule: News2Rule, params: dict[str, list[Any]],
                  scores: dict[str, int], aggregate: int, missing: list[str], any_three: bool,

@@ -95,7 +95,7 @@ class DaysWithData(Kind):
         assert isinstance(rule, DaysWithDataRule)
         if rule.measures and s.values.keys().isdisjoint(rule.measures):
             return
-        day = cached_day(st, s.t, rule.timezone)[0]
+        day = cached_day(st, s.t, ctx.tz)[0]
         st.pop("idle", None)
         start = st.get("start")
         if start is None:
@@ -113,7 +113,7 @@ class DaysWithData(Kind):
         if day not in days:
             days.append(day)
             st["dirty"] = True
-            self._reachable(ctx, rule, st, day_start(day, rule.timezone))
+            self._reachable(ctx, rule, st, day_start(day, ctx.tz))
 
     def _close(self, ctx: Ctx, rule: DaysWithDataRule, st: State) -> None:
         """Finalise the current period's Observation and start the next period."""
@@ -125,7 +125,7 @@ class DaysWithData(Kind):
 
     def _reachable(self, ctx: Ctx, rule: DaysWithDataRule, st: State, now: float) -> None:
         end = st["start"] + rule.period_days
-        today = local_day(now, rule.timezone)
+        today = local_day(now, ctx.tz)
         counted = len(st.get("days", []))
         future = max(0, end - today - (1 if today in st.get("days", []) else 0))
         if counted + future < rule.minimum and not st.get("unreachable"):
@@ -148,7 +148,7 @@ class DaysWithData(Kind):
             ctx.emit(self._observation(ctx, rule, ended, count, final=True))
         if st.pop("dirty", False):
             ctx.emit(self._observation(ctx, rule, start, len(st.get("days", [])), final=False))
-        end_t = day_start(start + rule.period_days, rule.timezone)
+        end_t = day_start(start + rule.period_days, ctx.tz)
         if now >= end_t:
             had_data = bool(st.get("days"))
             self._close(ctx, rule, st)
@@ -156,7 +156,7 @@ class DaysWithData(Kind):
                 st["idle"] = True  # no data for a whole period: stop scheduling until data
         else:
             self._reachable(ctx, rule, st, now)
-        st["check_day"] = local_day(now, rule.timezone)
+        st["check_day"] = local_day(now, ctx.tz)
 
     def due(self, ctx: Ctx, st: State) -> float | None:
         rule = ctx.rule
@@ -165,13 +165,14 @@ class DaysWithData(Kind):
         if start is None or st.get("idle"):
             return None
         check_day = max(st.get("check_day", start), start)
-        memo = st.get("due_memo")  # [start, check day, due]: asked once per message
-        if memo is not None and memo[0] == start and memo[1] == check_day:
+        memo = st.get("due_memo")  # [start, check day, due, zone]: asked once per message
+        if memo is not None and memo[0] == start and memo[1] == check_day \
+                and memo[3:] == [ctx.tz]:
             return float(memo[2])
-        end = day_start(start + rule.period_days, rule.timezone)
+        end = day_start(start + rule.period_days, ctx.tz)
         # daily: reachability is checked even (especially) when no data arrives
-        due = min(end, day_start(check_day + 1, rule.timezone))
-        st["due_memo"] = [start, check_day, due]
+        due = min(end, day_start(check_day + 1, ctx.tz))
+        st["due_memo"] = [start, check_day, due, ctx.tz]
         return due
 
     def _observation(self, ctx: Ctx, rule: DaysWithDataRule, start: int, count: int, *,
