@@ -63,22 +63,29 @@ def _patient(definition: str) -> SearchParam:
 _DATE_DOC = ("Prefixes eq ne lt le gt ge sa eb; a partial date (2026, 2026-11, 2026-11-20) means "
              "that whole period; a value without an offset is read in the hub's default zone.")
 
-SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
-    "Observation": (
+
+
+def _clinical(res_type: str, category_system: str) -> tuple[SearchParam, ...]:
+    """The parameters Observation and DiagnosticReport share (clinical results by patient,
+    code, effective time and category)."""
+    return (
         _ID, _UPDATED,
         _patient(_SP + "clinical-patient"),
-        _subject("Patient, Group, Device, Location", _SP + "Observation-subject"),
+        _subject("Patient, Group, Device, Location", _SP + f"{res_type}-subject"),
         SearchParam("code", "token", "code",
                     "code, system|code or |code (no system); matches any coding of "
-                    "Observation.code.", _SP + "clinical-code"),
+                    f"{res_type}.code.", _SP + "clinical-code"),
         SearchParam("date", "date", "effective",
-                    "Observation.effective[x] (a period by its start). " + _DATE_DOC,
+                    f"{res_type}.effective[x] (a period by its start). " + _DATE_DOC,
                     _SP + "clinical-date"),
         SearchParam("category", "token", "category",
                     "code or system|code of the first category's first coding (the system, if "
-                    "given, must be the standard observation-category system).",
-                    _SP + "Observation-category"),
-    ),
+                    f"given, must be {category_system}).", _SP + f"{res_type}-category"),
+    )
+
+
+SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
+    "Observation": _clinical("Observation", "the standard observation-category system"),
     "Patient": (
         _ID, _UPDATED,
         SearchParam("identifier", "token", "identifier", "system|value, |value or value.",
@@ -116,19 +123,7 @@ SEARCH_PARAMS: dict[str, tuple[SearchParam, ...]] = {
                     _SP + "Communication-sent"),
     ),
     "DiagnosticReport": (
-        _ID, _UPDATED,
-        _patient(_SP + "clinical-patient"),
-        _subject("Patient, Group, Device, Location", _SP + "DiagnosticReport-subject"),
-        SearchParam("code", "token", "code",
-                    "code, system|code or |code (no system); matches any coding of "
-                    "DiagnosticReport.code.", _SP + "clinical-code"),
-        SearchParam("date", "date", "effective",
-                    "DiagnosticReport.effective[x] (a period by its start). " + _DATE_DOC,
-                    _SP + "clinical-date"),
-        SearchParam("category", "token", "category",
-                    "code or system|code of the first category's first coding (the system, if "
-                    "given, must be HL7 table 0074, the diagnostic service section).",
-                    _SP + "DiagnosticReport-category"),
+        *_clinical("DiagnosticReport", "HL7 table 0074, the diagnostic service section"),
         SearchParam("status", "token", "status", "DiagnosticReport.status.",
                     _SP + "DiagnosticReport-status"),
     ),

@@ -5,6 +5,10 @@
   injected change began (for most events its onset; a gradual weight gain begins days before it
   reaches 5 lb) and no later than 24 h after the onset; **time to detect** is that output's
   time minus the onset (0 when the rule saw it coming).
+- **Events without data**: an event whose first reading of the measure that shows it (e.g. a
+  weight for a weight gain) came more than 24 h after its onset — the patient skipped the
+  measurements — cannot be found within 24 h by any rule; they are counted per kind apart (and
+  stay in the recall's denominator), so a miss is told apart from a rule that looked away.
 - **False alerts per stable patient-month**: Flags (one per episode) raised for patients with
   no injected event, per 30 days of monitoring. Every Flag counts, whatever the rule: a Flag is
   what reaches a clinician's work list. Communications to patients (reminders of a real gap or
@@ -19,10 +23,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from hub.rules.cohort import Cohort
+from hub.rules.cohort import Cohort, Message
 
 WINDOW = timedelta(hours=24)
 EARLY = timedelta(minutes=5)
+# The canonical reading types that show each kind of event (silence and missed doses are
+# absences: no reading shows them).
+SHOWN_BY = {"bp-shift": frozenset({"blood-pressure"}), "weight-gain": frozenset({"body-weight"}),
+            "desaturation": frozenset({"oxygen-saturation"}),
+            "hypoglycaemia": frozenset({"cgm-glucose"})}
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class Report:
     false_flags: dict[str, int] = field(default_factory=dict)  # rule → count (stable)
     other_flags: dict[str, int] = field(default_factory=dict)  # rule → count (eventful)
     stable_nudges: dict[str, int] = field(default_factory=dict)  # rule → count
+    no_data: dict[str, list[str]] = field(default_factory=dict)  # kind → patients (see above)
 
     @property
     def events(self) -> int:
@@ -88,6 +98,7 @@ class Report:
                        + len(self.late.get(kind, [])),
                        "within_24h": len(self.detected.get(kind, [])),
                        "late_hours": [round(x, 1) for x in self.late.get(kind, [])],
+                       "no_reading_within_24h": len(self.no_data.get(kind, [])),
                        "median_hours": round(statistics.median(self.detected[kind]), 2)
                        if self.detected.get(kind) else None}
                 for kind in sorted(set(self.detected) | set(self.missed) | set(self.late))},
@@ -109,6 +120,15 @@ def score(cohort: Cohort, outputs: list[Output], readings: int) -> Report:
     stable = [p for p in cohort.patients if p.event is None]
     report = Report(len(cohort.patients), len(stable), cohort.days, readings,
                     len(cohort.messages))
+    eventful = {p.id: p.event for p in cohort.patients if p.event is not None}
+    sent: dict[str, list[Message]] = {}
+    for message in cohort.messages:
+        patient = message.body.get("patient", {}).get("id")
+        if patient in eventful:
+            sent.setdefault(patient, []).append(message)
+    for patient, injected in eventful.items():
+        if not _observed(sent.get(patient, []), injected.kind, injected.onset):
+            report.no_data.setdefault(injected.kind, []).append(patient)
     by_patient: dict[str, list[Output]] = {}
     for out in sorted(outputs, key=lambda o: o.at):
         by_patient.setdefault(out.patient, []).append(out)
@@ -135,6 +155,22 @@ def score(cohort: Cohort, outputs: list[Output], readings: int) -> Report:
     return report
 
 
+def _observed(messages: list[Message], kind: str, onset: datetime) -> bool:
+    """Whether one of a patient's ``messages`` holds a reading that shows an event of ``kind``
+    within 24 h of its onset."""
+    types = SHOWN_BY.get(kind)
+    if types is None:
+        return True  # an absence: nothing to wait for
+    for message in messages:
+        if message.at < onset:
+            continue
+        for reading in message.body.get("readings", ()):
+            if reading.get("type") in types and \
+                    onset <= datetime.fromisoformat(reading["time"]) <= onset + WINDOW:
+                return True
+    return False
+
+
 def as_text(report: Report) -> str:
     data = report.as_dict()
     lines = [
@@ -146,8 +182,10 @@ def as_text(report: Report) -> str:
     ]
     for kind, row in data["by_kind"].items():
         late = f", late: {row['late_hours']} h" if row["late_hours"] else ""
-        lines.append(f"  {kind:<14} {row['within_24h']}/{row['events']} within 24 h, median "
-                     f"{row['median_hours']} h{late}")
+        unseen = (f" ({row['no_reading_within_24h']} with no reading in their first 24 h)"
+                  if row["no_reading_within_24h"] else "")
+        lines.append(f"  {kind:<14} {row['within_24h']}/{row['events']} within 24 h{unseen}, "
+                     f"median {row['median_hours']} h{late}")
     lines.append(f"Time to detect: median {data['median_hours_to_detect']} h, p95 "
                  f"{data['p95_hours_to_detect']} h, max {data['max_hours_to_detect']} h")
     lines.append(f"False alerts per stable patient-month: "

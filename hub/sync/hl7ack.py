@@ -40,7 +40,7 @@ from hub.store.delivery import Claimed
 from hub.store.replies import Ended, ended
 from hub.sync.config import Hl7v2AckDestination, Limits
 from hub.sync.hl7out import MllpPeer, control_id, read_ack
-from hub.sync.policy import OK, Attempt, CircuitBreaker, Pacer, Verdict
+from hub.sync.policy import OK, Attempt, Verdict
 from hub.sync.replies import ACK_TYPE
 
 INTERNAL = "internal error"
@@ -99,13 +99,9 @@ class Hl7v2AckSender(MllpPeer):
 
     def __init__(self, dest: Hl7v2AckDestination, limits: Limits, *,
                  engine: Engine | None = None) -> None:
-        super().__init__(dest.host, dest.port, dest.ack_timeout_secs)
-        self.name = dest.name
+        super().__init__(dest, limits)
         self.dest = dest
-        self.limits = limits
         self.engine = engine
-        self.pacer = Pacer(limits.requests_per_sec, None)
-        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_secs)
 
     def _messages(self, items: list[Claimed]) -> dict[int, bytes | Attempt]:
         if self.engine is None:
@@ -131,22 +127,7 @@ class Hl7v2AckSender(MllpPeer):
     def deliver(self, items: list[Claimed], stop: threading.Event | None = None
                 ) -> dict[int, Attempt]:
         built = self._messages(items)
-        out: dict[int, Attempt] = {}
-        for item in items:
-            message = built[item.id]
-            if isinstance(message, Attempt):
-                out[item.id] = message
-                continue
-            if stop is not None and stop.is_set():
-                out[item.id] = Attempt(Verdict.RETRY, "worker stopping")
-                continue
-            self.pacer.wait(1, stop=stop)
-            out[item.id] = self.send(message)
-            if out[item.id].verdict is Verdict.RETRY:
-                for rest in items:  # the peer is down: the others wait for the next try
-                    out.setdefault(rest.id, out[item.id])
-                break
-        return out
+        return self.send_each(items, lambda item: built[item.id], stop)
 
     def send(self, message: bytes) -> Attempt:
         if self.dest.accept_ack == "AL":

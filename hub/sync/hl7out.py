@@ -23,6 +23,8 @@ import hashlib
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +34,7 @@ from hl7apy.parser import parse_message as hl7apy_parse
 from hub.errors import RetriableDeliveryError
 from hub.hl7v2 import Frame, MllpDecoder, escape, frame, parse_message
 from hub.store.delivery import Claimed
-from hub.sync.config import Hl7v2Destination, Limits
+from hub.sync.config import Hl7v2AckDestination, Hl7v2Destination, Limits
 from hub.sync.policy import OK, Attempt, CircuitBreaker, Pacer, Verdict
 from hub.sync.routing import Route
 
@@ -223,12 +225,43 @@ def read_ack(conn: MllpConnection, message: bytes, breaker: CircuitBreaker) -> A
     return Attempt(Verdict.FATAL, f"{code}: {text}"[:500], detail={"ack": code, "text": text})
 
 
-class MllpPeer:
-    """One MLLP connection per lane (thread) to ``host:port``, shared by a destination."""
+class MllpPeer(ABC):
+    """An MLLP destination: one connection per lane (thread) to its host and port, one pace
+    and one circuit for all lanes."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(self, dest: Hl7v2Destination | Hl7v2AckDestination, limits: Limits) -> None:
+        self.name = dest.name
+        self.host, self.port, self.timeout = dest.host, dest.port, dest.ack_timeout_secs
+        self.limits = limits
+        self.pacer = Pacer(limits.requests_per_sec, None)
+        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_secs)
         self._local = threading.local()
+
+    @abstractmethod
+    def send(self, message: bytes) -> Attempt:
+        """Send one message and say how it went."""
+
+    def send_each(self, items: list[Claimed], message_for: Callable[[Claimed], bytes | Attempt],
+                  stop: threading.Event | None) -> dict[int, Attempt]:
+        """Send each item's message in order (an item whose message cannot be made gets that
+        Attempt). A retry (the peer is down or silent) ends the claim: the rest waits for the
+        next try rather than each item timing out in turn."""
+        out: dict[int, Attempt] = {}
+        for item in items:
+            built = message_for(item)
+            if isinstance(built, Attempt):
+                out[item.id] = built
+                continue
+            if stop is not None and stop.is_set():
+                out[item.id] = Attempt(Verdict.RETRY, "worker stopping")
+                continue
+            self.pacer.wait(1, stop=stop)
+            out[item.id] = self.send(built)
+            if out[item.id].verdict is Verdict.RETRY:
+                for rest in items:
+                    out.setdefault(rest.id, out[item.id])
+                break
+        return out
 
     def _conn(self) -> MllpConnection:
         conn: MllpConnection | None = getattr(self._local, "conn", None)
@@ -257,13 +290,9 @@ class Hl7v2Sender(MllpPeer):
 
     def __init__(self, dest: Hl7v2Destination, limits: Limits, *, route: Route | None = None
                  ) -> None:
-        super().__init__(dest.host, dest.port, dest.ack_timeout_secs)
-        self.name = dest.name
+        super().__init__(dest, limits)
         self.dest = dest
-        self.limits = limits
         self.route = route
-        self.pacer = Pacer(limits.requests_per_sec, None)
-        self.breaker = CircuitBreaker(limits.circuit_failures, limits.circuit_open_secs)
 
     def message_for(self, item: Claimed) -> bytes | Attempt:
         res = item.resource
@@ -283,24 +312,7 @@ class Hl7v2Sender(MllpPeer):
 
     def deliver(self, items: list[Claimed], stop: threading.Event | None = None
                 ) -> dict[int, Attempt]:
-        out: dict[int, Attempt] = {}
-        for item in items:
-            built = self.message_for(item)
-            if isinstance(built, Attempt):
-                out[item.id] = built
-                continue
-            if stop is not None and stop.is_set():
-                out[item.id] = Attempt(Verdict.RETRY, "worker stopping")
-                continue
-            self.pacer.wait(1, stop=stop)
-            out[item.id] = self.send(built)
-            if out[item.id].verdict is Verdict.RETRY:
-                # The peer is down or silent: the rest of this claim waits for the next try
-                # rather than each item timing out in turn.
-                for rest in items:
-                    out.setdefault(rest.id, out[item.id])
-                break
-        return out
+        return self.send_each(items, self.message_for, stop)
 
     def send(self, message: bytes) -> Attempt:
         return read_ack(self._conn(), message, self.breaker)

@@ -3,7 +3,7 @@ cohort replays end to end through a real hub."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -68,3 +68,25 @@ def test_a_small_cohort_replays_through_the_hub() -> None:
     report = score(cohort, outputs, readings)
     assert report.events == 5
     assert report.recall >= 0.6  # a handful of events: the figures come from hub simulate
+
+
+def test_events_without_a_reading_in_their_first_24_hours_are_counted_apart() -> None:
+    cohort = generate(40, 24, seed=3, eventful=1.0)
+    shown = [p for p in cohort.patients
+             if p.event is not None and p.event.kind in ("bp-shift", "weight-gain")]
+    assert shown
+    before = score(cohort, [], readings=1).no_data
+    target = next(p for p in shown if p.id not in before.get(p.event.kind, []))  # type: ignore[union-attr]
+    assert target.event is not None
+    onset = target.event.onset
+    # the patient skips every measurement of the first 30 h after the onset
+    for message in cohort.messages:
+        if message.body.get("patient", {}).get("id") == target.id:
+            message.body["readings"] = [
+                r for r in message.body.get("readings", ())
+                if not onset <= datetime.fromisoformat(r["time"]) <= onset + timedelta(hours=30)]
+    report = score(cohort, [], readings=1)
+    kind = target.event.kind
+    assert sorted(report.no_data[kind]) == sorted([*before.get(kind, []), target.id])
+    row = report.as_dict()["by_kind"][target.event.kind]
+    assert row["no_reading_within_24h"] == 1 and row["within_24h"] == 0  # still a miss
