@@ -179,6 +179,10 @@ def build_app(state: State | None = None) -> Starlette:
         """Faults, auth and quotas before a FHIR interaction; None lets it through."""
         cfg = st.config
         st.counters["requests"] += 1
+        # This request's number, taken before any await: read after the slow_ms sleep below,
+        # concurrent requests shared numbers and skipped others, so a run could miss every
+        # "n % 20 == 3" and meet no 503 at all (a CI failure on the fault test).
+        n = st.counters["requests"]
         if time.monotonic() < cfg["outage_until"]:
             st.counters["outage"] += 1
             return _outcome(503, "transient", "outage")
@@ -194,7 +198,6 @@ def build_app(state: State | None = None) -> Starlette:
         now = time.monotonic()
         # Faults at exact rates (every 5th request 429 for 20 %, every 20th 503 for 5 %), so
         # every run meets each kind whatever the timing.
-        n = st.counters["requests"]
         if cfg["p429"] and n % round(1 / cfg["p429"]) == 1:
             st.counters["faults_429"] += 1
             st.throttled_at = now
