@@ -154,6 +154,10 @@ class PreparePool:
         if missing <= 0:
             return
         with self.engine.connect() as conn:
+            if self.pipeline.epoch < 0:
+                # The registry epoch, not read yet (the first commit reads it): tasks prepared
+                # under "unknown" would all be stale and processed under the lock instead.
+                self.pipeline._follow_epoch(conn)
             claims = inbox.waiting(conn, missing * TASK_MESSAGES, skip=self.held)
             conn.rollback()
         task: list[RawMessage] = []

@@ -44,3 +44,41 @@ def test_a_new_version_is_not_found_by_a_coding_it_dropped(hub: Hub) -> None:
         written = resources.upsert(conn, [observation("149530", value=80)], None)
     assert [w.version_id for w in written] == [2]
     assert tokens(hub) == {"149530"}
+
+
+def write_unreturned(hub: Hub, resource: dict[str, Any], *others: dict[str, Any]
+                     ) -> list[resources.Written]:
+    """``resources.write`` as the worker's commit calls it when no destination is routed."""
+    with write_tx(hub.engine) as conn:
+        staged = resources.stage(conn.dialect, [resource, *others], None)
+        return resources.write(conn, list(staged.rows.values()), staged.tokens,
+                               unreported="Observation")
+
+
+def test_without_the_changed_list_versions_and_tokens_are_the_same(hub: Hub) -> None:
+    # new rows beside an existing one: the existing one's tokens are redone, not lost
+    new = {**observation("147842"), "id": "token-new"}
+    write_unreturned(hub, observation("147842"))
+    assert tokens(hub) == {"147842"}
+    write_unreturned(hub, observation("147842"), new)  # unchanged, and one new
+    assert tokens(hub) == {"147842"}
+    write_unreturned(hub, observation("149530", value=80))  # changed: its old coding goes
+    assert tokens(hub) == {"149530"}
+    with hub.engine.connect() as conn:
+        versions = dict(conn.execute(select(Resource.res_id, Resource.version_id)).all())
+        new_tokens = set(conn.execute(select(ResourceToken.code)
+                                      .where(ResourceToken.res_id == "token-new")).scalars())
+    assert versions == {"token-check": 2, "token-new": 1}
+    assert new_tokens == {"147842"}
+
+
+def test_rows_of_other_types_are_still_reported(hub: Hub) -> None:
+    # a prepared message's Patient beside its Observations: whether it changed is still told
+    patient = {"resourceType": "Patient", "id": "p-1", "gender": "female"}
+    first = write_unreturned(hub, observation("147842"), patient)
+    assert [(w.res_type, w.res_id, w.version_id) for w in first
+            if w.res_type == "Patient"] == [("Patient", "p-1", 1)]
+    assert write_unreturned(hub, observation("147842"), patient) == []  # nothing changed
+    changed = write_unreturned(hub, observation("147842"), {**patient, "gender": "male"})
+    assert [(w.res_type, w.res_id, w.version_id) for w in changed
+            if w.res_type == "Patient"] == [("Patient", "p-1", 2)]

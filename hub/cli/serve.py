@@ -18,7 +18,7 @@ from hub.prepare_pool import PreparePool
 from hub.runtime import Hub, preparer
 from hub.settings import Settings
 from hub.store.db import upgrade
-from hub.worker import run_worker
+from hub.worker import run_worker, tune_gc
 
 log = logging.getLogger("hub.serve")
 
@@ -49,6 +49,10 @@ def serve(
         start_demo(hub, f"http://{listen_host}:{listen_port}", Path("fixtures/demo"))
     mllp_thread = start_beside_api(hub) if mllp else None  # HL7v2 over MLLP (HUB_MLLP_*)
     mqtt_channel = start_mqtt_beside_api(hub) if mqtt else None  # HUB_MQTT_FILE / ./mqtt.yaml
+    # The start-up heap (models, mappings, the app) out of the cyclic GC's scans, and rarer
+    # young collections, as in ``hub worker`` (hub.worker.tune_gc; the inline worker's thread
+    # calls it too, once per process): a POST's request objects outlive young collections.
+    tune_gc()
     try:
         uvicorn.run(app, host=listen_host, port=listen_port, log_level="info", access_log=False)
     finally:

@@ -36,7 +36,10 @@ class Written:
 
 
 def content_hash(resource: dict[str, Any]) -> str:
-    body = {k: v for k, v in resource.items() if k != "meta"}
+    # A copy less its meta: dict() + pop is a C-level copy (0.13-0.16 us for an Observation)
+    # where a comprehension took 0.57-0.59 us; content_hash 2.2 -> 1.6 us (timeit, best of 7).
+    body = dict(resource)
+    body.pop("meta", None)
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -133,18 +136,19 @@ _SQLITE_ROWS_PER_STATEMENT = 1000  # 12,000 variables: under SQLite's 32,766
 # SQLite look each ?N up in a list of all of them (sqlite3VListNumToName, quadratic): 16 % of
 # the worker's time in py-spy.
 _SQLITE_ROW = "(" + ", ".join("?" * len(_STAGED)) + ", 1, ?)"
-_sqlite_statements: dict[int, str] = {}
+_sqlite_statements: dict[tuple[int, bool], str] = {}
 
 Row = tuple[Any, ...]  # the _STAGED columns
 Token = tuple[str, str, str, str, str]
 
 
-def _sqlite_upsert(rows: int) -> str:
-    statement = _sqlite_statements.get(rows)
+def _sqlite_upsert(rows: int, *, returning: bool = True) -> str:
+    statement = _sqlite_statements.get((rows, returning))
     if statement is None:
         statement = (f"INSERT INTO resource ({', '.join(_COLUMNS)}) VALUES "
-                     + ", ".join([_SQLITE_ROW] * rows) + _ON_CONFLICT)
-        _sqlite_statements[rows] = statement
+                     + ", ".join([_SQLITE_ROW] * rows)
+                     + (_ON_CONFLICT if returning else _ON_CONFLICT.split(" RETURNING ")[0]))
+        _sqlite_statements[(rows, returning)] = statement
     return statement
 
 
@@ -197,10 +201,19 @@ def upsert(
     return write(conn, list(staged.rows.values()), staged.tokens)
 
 
-def write(conn: Connection, rows: list[Row], tokens: list[Token]) -> list[Written]:
-    """Upsert staged rows (each (type, id) at most once); returns those whose content changed."""
+def write(conn: Connection, rows: list[Row], tokens: list[Token], *,
+          unreported: str | None = None) -> list[Written]:
+    """Upsert staged rows (each (type, id) at most once); returns those whose content changed.
+    ``unreported``: a resource type the caller need not hear about; the list may leave out
+    rows of that type (on SQLite they are written without RETURNING, below)."""
     if not rows:
         return []
+    if unreported is not None and conn.dialect.name == "sqlite":
+        bulk = [row for row in rows if row[0] == unreported]
+        if bulk:
+            _write_sqlite_unreturned(conn, bulk, [t for t in tokens if t[0] == unreported])
+            return write(conn, [row for row in rows if row[0] != unreported],
+                         [t for t in tokens if t[0] != unreported])
     now = _instant_writer(conn.dialect)(utcnow())
     if conn.dialect.name == "postgresql":
         columns = [list(column) for column in zip(*rows, strict=True)]
@@ -223,6 +236,35 @@ def write(conn: Connection, rows: list[Row], tokens: list[Token]) -> list[Writte
         else:
             conn.exec_driver_sql(_SQLITE_TOKENS, tokens)
     return [Written(r[0], r[1], r[2], r[3]) for r in result]
+
+
+# SQLite's RETURNING collects the rows of an upsert in a temporary table and hands them back
+# one by one: for the worker's commits it was a fifth of the write. Measured, resource write +
+# commit of 100,000 readings' rows in commits of 10,000 (this process's CPU per row, best of 3,
+# load 2.9): with RETURNING 15.9 us, without 11.9 us. Without it, which rows existed before is
+# told by the rowids: a new row gets a rowid above every existing one (sqlite.org/autoinc.html),
+# so if as many rows lie above the old largest rowid as were written, every row is new.
+_SQLITE_MAX_ROWID = "SELECT max(rowid) FROM resource"
+_SQLITE_NEW_SINCE = "SELECT count(*) FROM resource WHERE rowid > ?"
+_SQLITE_DROP_TOKENS = "DELETE FROM resource_token WHERE res_type = ? AND res_id = ?"
+
+
+def _write_sqlite_unreturned(conn: Connection, rows: list[Row], tokens: list[Token]) -> None:
+    """``write`` on SQLite without RETURNING. When some rows existed before (a message
+    processed again, a changed reading), every written row's old extra tokens go before its
+    staged ones are inserted: an updated row's old codings must not stay searchable, and an
+    unchanged row gets the very tokens it had (its content, hence its tokens, are the same)."""
+    now = _instant_writer(conn.dialect)(utcnow())
+    before = conn.exec_driver_sql(_SQLITE_MAX_ROWID).scalar() or 0
+    for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + _SQLITE_ROWS_PER_STATEMENT]
+        flat = tuple(chain.from_iterable([(*row, now) for row in chunk]))
+        conn.exec_driver_sql(_sqlite_upsert(len(chunk), returning=False), flat)
+    added = conn.exec_driver_sql(_SQLITE_NEW_SINCE, (before,)).scalar() or 0
+    if added < len(rows):
+        conn.exec_driver_sql(_SQLITE_DROP_TOKENS, [(row[0], row[1]) for row in rows])
+    if tokens:
+        conn.exec_driver_sql(_SQLITE_TOKENS, tokens)
 
 
 def with_meta(content: str, version_id: int, last_updated: datetime) -> dict[str, Any]:
