@@ -17,8 +17,16 @@ on, so the commit can check them under the lock:
   (``registry_id``); the commit registers it if it is still unbound, else the message is done
   again under the lock.
 
+The Patients/Devices a message gives (HL7v2 ADT PID-3, PCD-01 device trees, FHIR creates) are
+adopted the same way: each takes the id already bound to one of its identifiers (read as above),
+and its unbound identifiers are proposed for registration under that id. Two messages of one
+commit proposing the same binding register it once; a binding made since prepare read the
+registry (by another process, or by a message of the same commit processed under the lock)
+sends the message to the lock, where ``IdentityResolver.adopt`` does it again.
+
 Whatever prepare cannot decide without writing — a device's assignment at a reading's time,
-Patients/Devices a message gives (HL7 ADT, device trees), merges — sends the message to the lock
+identifiers of Patients/Devices written under their own ids (FHIR PUT), a registration some
+lookup-mode source may be waiting for in quarantine, merges — sends the message to the lock
 (``NeedsLock``): it is processed exactly as before, one message inside a savepoint.
 """
 
@@ -31,6 +39,7 @@ from sqlalchemy.engine import Connection
 
 from hub.contracts import Identifier, Measurement
 from hub.fhir.ids import registry_id
+from hub.identity.resolver import repoint
 from hub.rules import RuleInput
 from hub.store import registry
 from hub.store.resources import Staged, Written
@@ -55,25 +64,37 @@ class StagedResolver:
     Patient/Device resources in ``new_resources`` (``take_new``).
     """
 
-    def __init__(self, cache: dict[IdentityKey, str]) -> None:
+    def __init__(self, cache: dict[IdentityKey, str], *, releases: bool = False) -> None:
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
         self._cache = cache
+        self._releases = releases
         self._proposed: dict[IdentityKey, str] = {}
         self.registrations: list[tuple[IdentityKey, str]] = []
         self.new_resources: list[dict[str, Any]] = []
+        self.bare: list[tuple[str, str]] = []  # (type, id) of the resources made for _resolve
+
+    def _known(self, conn: Connection, key: IdentityKey, ident: Identifier) -> str | None:
+        """The id ``key`` is bound to: proposed by this message, or committed (read, cached)."""
+        found = self._cache.get(key) or self._proposed.get(key)
+        if found is None:
+            found = registry.lookup(conn, key[0], ident)
+            if found is not None:
+                self._cache[key] = found
+        return found
+
+    def _propose(self, key: IdentityKey, res_id: str) -> None:
+        self._proposed[key] = res_id
+        self.registrations.append((key, res_id))
 
     def _resolve(self, conn: Connection, res_type: str, ident: Identifier) -> str:
         key = (res_type, ident.system, ident.value)
-        found = self._cache.get(key) or self._proposed.get(key)
+        found = self._known(conn, key, ident)
         if found is not None:
             return found
-        found = registry.lookup(conn, res_type, ident)
-        if found is not None:
-            self._cache[key] = found
-            return found
-        found = self._proposed[key] = registry_id(res_type, ident)
-        self.registrations.append((key, found))
+        found = registry_id(res_type, ident)
+        self._propose(key, found)
+        self.bare.append((res_type, found))
         self.new_resources.append({
             "resourceType": res_type, "id": found,
             "identifier": [{"system": ident.system, "value": ident.value}],
@@ -93,7 +114,30 @@ class StagedResolver:
         return self._resolve(conn, "Patient", m.patient)
 
     def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        raise NeedsLock("patients or devices given")  # binding them writes the registry
+        """``IdentityResolver.adopt`` without writing: each resource takes the id bound to the
+        first of its identifiers that is bound (references among ``given`` follow), and its
+        unbound identifiers are proposed under that id (an identifier bound to another resource
+        keeps its binding). All of ``given`` is returned: whether this process wrote the same
+        content is known only to the committer (an unchanged row costs the upsert a lookup)."""
+        renamed: dict[str, str] = {}
+        for res in given:
+            rtype = res["resourceType"]
+            idents = registry.identifiers_of(res)
+            keys = [(rtype, i.system, i.value) for i in idents]
+            known = [self._known(conn, k, i) for k, i in zip(keys, idents, strict=True)]
+            rid = next((k for k in known if k is not None), None) or res["id"]
+            if rid != res["id"]:
+                renamed[f"{rtype}/{res['id']}"] = f"{rtype}/{rid}"
+                res["id"] = rid
+            for key, found in zip(keys, known, strict=True):
+                if found is None and key not in self._proposed:
+                    if self._releases:  # the lock path requeues quarantined messages for it
+                        raise NeedsLock("a registration lookup-mode sources may wait for")
+                    self._propose(key, rid)
+        if renamed:
+            for res in given:
+                repoint(res, renamed)
+        return given
 
     def bind_stated(self, conn: Connection, stated: list[dict[str, Any]]) -> list[str]:
         if any(r.get("resourceType") in ("Patient", "Device") for r in stated):
@@ -110,12 +154,15 @@ class Prepared:
     """One message after the prepare phase (picklable: it crosses processes).
 
     ``fallback`` says why the message must instead be processed whole under the write lock;
-    then nothing else is set. ``new`` are the keys of the Patients/Devices this message
-    registers (in ``staged``), dropped if an earlier message of the same commit registered
-    them. ``refs`` is the lineage (its resources) as the JSON the inbox stores. ``rules`` is
-    what the rules read of its Observations (``RulesStage.read``); should the rules have
-    changed since, the committer reads the Observations back from the rows. ``replies`` are the
-    outbox rows owed to its sender (HL7v2 deferred application ACKs).
+    then nothing else is set. ``registrations`` are the identifier bindings it proposes (checked
+    and made by the commit). ``new`` are the keys of the bare Patients/Devices (identifier only)
+    it makes for identifiers first seen in its readings, dropped if an earlier message of the
+    same commit registered them (that one may have written the resource with more content);
+    the Patients/Devices a message gives are always written. ``refs`` is the lineage (its
+    resources) as the JSON the inbox stores. ``rules`` is what the rules read of its
+    Observations (``RulesStage.read``); should the rules have changed since, the committer
+    reads the Observations back from the rows. ``replies`` are the outbox rows owed to its
+    sender (HL7v2 deferred application ACKs).
     """
 
     message_id: str

@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from hub.contracts import Identifier, PatientMerge
 from hub.identity import IdentityResolver
-from hub.identity.resolver import EPOCH_KEY
 from hub.runtime import Hub
 from hub.store import inbox, registry
 from hub.store.db import write_tx
@@ -61,9 +60,10 @@ def bound(hub: Hub, value: str) -> str | None:
 
 
 def test_a_merge_in_one_process_reaches_the_others_cache(hub: Hub, other: Hub) -> None:
-    receive(hub, oru("O1", OLD, 72))  # hub caches OLD-1 → the patient it registered
+    receive(hub, oru("O1", OLD, 72))  # registers OLD-1 (prepared, registered by the commit)
+    receive(hub, oru("O1b", OLD, 75, when="20240105093100+0000"))  # prepare reads, caches it
     merged = bound(hub, "OLD-1")
-    assert ("Patient", SYS_A, "OLD-1") in hub.pipeline.identity_cache
+    assert hub.pipeline.staged_identities[("Patient", SYS_A, "OLD-1")] == merged
     receive(other, adt("A01", "A1", NEW))
     receive(other, adt("A40", "M1", NEW, extra=f"MRG|{OLD}"))
     survivor = bound(other, "NEW-1")
@@ -72,7 +72,8 @@ def test_a_merge_in_one_process_reaches_the_others_cache(hub: Hub, other: Hub) -
     # under the survivor (with the stale binding it went to the merged, inactive patient).
     receive(hub, oru("O2", OLD, 80, when="20240105094000+0000"))
     assert subjects(hub) == {f"Patient/{survivor}"}
-    assert hub.pipeline.identity_cache[EPOCH_KEY] == other.pipeline.identity_cache[EPOCH_KEY]
+    assert hub.pipeline.epoch == other.pipeline.epoch
+    assert hub.pipeline.staged_identities[("Patient", SYS_A, "OLD-1")] == survivor
 
 
 def test_a_merge_waits_for_a_batch_that_used_the_old_bindings(hub: Hub, other: Hub) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -144,7 +145,7 @@ class IdentityResolver:
                     fresh = fresh or new
         if renamed:
             for res in given:
-                _repoint(res, renamed)
+                repoint(res, renamed)
         self._release_if(conn, fresh)
         changed = []
         for res in given:
@@ -180,6 +181,16 @@ class IdentityResolver:
                                  "merge moves an identifier)")
         self._release_if(conn, fresh)
         return notes
+
+    def forget_content(self, written: Iterable[tuple[str, str]]) -> None:
+        """(type, id) of resources written otherwise than by ``adopt`` (a prepared message's
+        Patients/Devices): what ``adopt`` remembers of their content is stale."""
+        for res_type, res_id in written:
+            if res_type in ("Patient", "Device"):
+                key = ("#content", res_type, res_id)
+                self._pending.pop(key, None)
+                with _SHARED_LOCK:
+                    self._shared.pop(key, None)
 
     def _release_if(self, conn: Connection, fresh: bool) -> None:
         """A registration some lookup-mode source may be waiting for: put quarantined messages
@@ -237,14 +248,14 @@ class IdentityResolver:
         self._epoch = None
 
 
-def _repoint(node: Any, renamed: dict[str, str]) -> None:
+def repoint(node: Any, renamed: dict[str, str]) -> None:
     """Rewrite ``{"reference": old}`` to the new id everywhere inside ``node``."""
     if isinstance(node, dict):
         ref = node.get("reference")
         if isinstance(ref, str) and ref in renamed:
             node["reference"] = renamed[ref]
         for value in node.values():
-            _repoint(value, renamed)
+            repoint(value, renamed)
     elif isinstance(node, list):
         for value in node:
-            _repoint(value, renamed)
+            repoint(value, renamed)
