@@ -49,6 +49,12 @@ class RulesStage(Protocol):
         then ``evaluate`` the Observations instead."""
         ...
 
+    def evaluate_reads(self, conn: Connection, reads: list[RuleInput | None]
+                       ) -> list[list[dict[str, Any]]] | None:
+        """``evaluate_read`` of several messages (None: no Observations), in order, as if one
+        after the other; None if any was read by other rules (then one by one)."""
+        ...
+
     def tick(self, db: Engine, now: datetime | None = None,
              route: Callable[[list[Written]], list[tuple[str, Written]]] | None = None
              ) -> int:
@@ -73,6 +79,10 @@ class NoRules:
 
     def evaluate_read(self, conn: Connection, read: RuleInput) -> list[dict[str, Any]] | None:
         return []
+
+    def evaluate_reads(self, conn: Connection, reads: list[RuleInput | None]
+                       ) -> list[list[dict[str, Any]]] | None:
+        return [[] for _ in reads]
 
     def tick(self, db: Engine, now: datetime | None = None,
              route: Callable[[list[Written]], list[tuple[str, Written]]] | None = None

@@ -60,7 +60,10 @@ class Ctx:
 
     @staticmethod
     def _alert(st: dict[str, Any]) -> dict[str, Any]:
-        alert: dict[str, Any] = st.setdefault("alert", {"flag": None, "sent": {}, "episodes": 0})
+        # (not setdefault: its default would be built, two dicts, on every call)
+        alert: dict[str, Any] | None = st.get("alert")
+        if alert is None:
+            alert = st["alert"] = {"flag": None, "sent": {}, "episodes": 0}
         return alert
 
     def active(self, st: dict[str, Any]) -> dict[str, Any] | None:

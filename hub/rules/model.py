@@ -171,9 +171,14 @@ class Trigger(_Strict):
 
     @property
     def limit(self) -> float:
-        for v in (self.below, self.at_or_below, self.above, self.at_or_above):
-            if v is not None:
-                return v
+        if self.below is not None:
+            return self.below
+        if self.at_or_below is not None:
+            return self.at_or_below
+        if self.above is not None:
+            return self.above
+        if self.at_or_above is not None:
+            return self.at_or_above
         raise AssertionError("validated: one limit is set")
 
     def fires(self, value: float) -> bool:

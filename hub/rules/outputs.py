@@ -84,7 +84,7 @@ def hub_device() -> dict[str, Any]:
 
 def _measured(label: str, value: Any, unit: str | None) -> dict[str, Any]:
     inner: list[dict[str, Any]] = [{"url": "measure", "valueString": label}]
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         inner.append({"url": "quantity", "valueQuantity": quantity(float(value), unit)})
     else:
         inner.append({"url": "text", "valueString": str(value)})

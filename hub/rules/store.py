@@ -2,9 +2,10 @@
 
 - ``rule_patient_state``: one row per patient holding every rule's state, one line
   ``<rule id>\\t<state JSON>`` per rule (``pack``/``unpack``; rule ids never contain a tab or a
-  newline, and compact JSON never contains a raw newline). Per evaluated message: one SELECT
-  (the patients' state rows and overrides together) and at most one upsert per patient,
-  however many rules the message moved; only the rules a message touches are decoded.
+  newline, and compact JSON never contains a raw newline). Per evaluation (the messages of one
+  worker transaction): one SELECT (the patients' state rows and overrides together) and at
+  most one upsert per patient, however many rules and messages moved it; only the rules a
+  message touches are decoded.
 - ``rule_override``: a patient's override of one rule (a merge patch, hub/rules/overrides.py);
   rule id ``*`` holds the patient's own settings (time zone).
 - ``rule_schedule``: the next due time of each (patient, time-based rule), indexed.
@@ -56,10 +57,13 @@ def pack(states: dict[str, str]) -> str:
 
 @dataclass(slots=True)
 class Loaded:
-    """What one evaluation reads: states per patient, overrides per (patient, rule)."""
+    """What one evaluation reads: the state row's text per patient (``texts``; "" for a
+    claimed empty row), its states unpacked (``states``, unless ``load(unpacked=False)``) and
+    overrides per (patient, rule)."""
 
     states: dict[str, dict[str, str]] = field(default_factory=dict)
     overrides: dict[Key, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
 
 
 # The per-message statements are plain SQL on the transaction's own DBAPI cursor: building,
@@ -124,14 +128,23 @@ def _sqlite_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def load(conn: Connection, patients: list[str]) -> Loaded:
-    """The patients' rule states and overrides (on PostgreSQL, their state rows locked)."""
+def load(conn: Connection, patients: list[str], *, unpacked: bool = True) -> Loaded:
+    """The patients' rule states and overrides (on PostgreSQL, their state rows locked);
+    ``unpacked=False`` leaves ``states`` empty (the caller unpacks ``texts`` as it needs)."""
     loaded = Loaded()
     if not patients:
         return loaded
     if conn.dialect.name == "postgresql":
-        return _load_pg(conn, patients, loaded)
-    states, overrides = loaded.states, loaded.overrides
+        _load_pg(conn, patients, loaded)
+    else:
+        _load_sqlite(conn, patients, loaded)
+    if unpacked:
+        loaded.states = {patient: unpack(text) for patient, text in loaded.texts.items()}
+    return loaded
+
+
+def _load_sqlite(conn: Connection, patients: list[str], loaded: Loaded) -> None:
+    texts, overrides = loaded.texts, loaded.overrides
     # sqlite3's own Connection.execute: the pool's cursor proxy and a context manager around
     # it cost as much as the query (py-spy on bench/rules.py --batch 1)
     try:
@@ -142,28 +155,26 @@ def load(conn: Connection, patients: list[str]) -> Loaded:
         raise _wrapped(conn, "rule state load", exc) from exc
     for patient, rule, text in rows:
         if rule is None:
-            states[patient] = unpack(text)
+            texts[patient] = text or ""
         else:
             overrides[(patient, rule)] = text
-    return loaded
 
 
-def _load_pg(conn: Connection, patients: list[str], loaded: Loaded) -> Loaded:
-    states, overrides = loaded.states, loaded.overrides
+def _load_pg(conn: Connection, patients: list[str], loaded: Loaded) -> None:
+    texts, overrides = loaded.texts, loaded.overrides
     with _cursor(conn, "rule state load") as cursor:
         cursor.execute(_LOAD_PG, (patients, patients))
         for patient, rule, text in cursor.fetchall():
             if rule is None:
-                states[patient] = unpack(text)
+                texts[patient] = text or ""
             else:
                 overrides[(patient, rule)] = text
-        missing = sorted(p for p in set(patients) if p not in states)
+        missing = sorted(p for p in set(patients) if p not in texts)
         if missing:
             cursor.execute(_CLAIM_PG, (datetime.now(UTC), missing))
             cursor.execute(_RELOAD_PG, (missing,))
             for patient, text in cursor.fetchall():
-                states[patient] = unpack(text)
-    return loaded
+                texts[patient] = text or ""
 
 
 def save(conn: Connection, rows: list[tuple[str, str]]) -> None:
