@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -21,7 +24,7 @@ from hub.sync.config import DestinationsFile, load_destinations, resolve_destina
 from hub.sync.routing import OutboxRouter
 from hub.sync.settings import SyncSettings
 from hub.telemetry import Telemetry
-from hub.worker import tune_gc
+from hub.worker import run_worker, tune_gc
 
 
 @dataclass
@@ -36,6 +39,20 @@ class Hub:
     telemetry: Telemetry
     sync_settings: SyncSettings = field(default_factory=SyncSettings)
     destinations: DestinationsFile = field(default_factory=DestinationsFile)
+    # Channels running in this process (MLLP listener, MQTT subscriber) register how to ask
+    # their state here, by name; ``/ready`` reports them (``hub.api.health``).
+    channel_states: dict[str, Callable[[], dict[str, Any]]] = field(default_factory=dict)
+
+    def start_worker_thread(self, stop: threading.Event) -> threading.Thread:
+        """The inbox worker in a daemon thread of this process (``hub serve``'s inline worker,
+        ``hub mllp|mqtt --worker``), with this hub's settings; it runs until ``stop`` is set."""
+        thread = threading.Thread(
+            target=run_worker, name="hub-worker", daemon=True,
+            args=(self.pipeline, self.engine, stop),
+            kwargs={"batch": self.settings.worker_batch,
+                    "poll_secs": self.settings.worker_poll_secs, "mappings": self.mappings})
+        thread.start()
+        return thread
 
     @classmethod
     def build(cls, settings: Settings, telemetry: Telemetry | None = None) -> Hub:

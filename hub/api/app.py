@@ -14,7 +14,6 @@ from hub.api import hl7v2 as hl7v2_api
 from hub.api import registry as registry_api
 from hub.api import rules as rules_api
 from hub.runtime import Hub
-from hub.worker import run_worker
 
 
 def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
@@ -24,15 +23,7 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        thread = None
-        if run_inline:
-            thread = threading.Thread(
-                target=run_worker, name="hub-worker", daemon=True,
-                args=(hub.pipeline, hub.engine, stop),
-                kwargs={"batch": hub.settings.worker_batch,
-                        "poll_secs": hub.settings.worker_poll_secs, "mappings": hub.mappings},
-            )
-            thread.start()
+        thread = hub.start_worker_thread(stop) if run_inline else None
         sync.start_in_thread(hub, stop, enabled=run_inline)  # outbox → destinations, if any
         try:
             yield

@@ -1,6 +1,14 @@
-"""Liveness and readiness (no API key: load balancers call these)."""
+"""Liveness and readiness (no API key: load balancers call these).
+
+``/ready`` answers 503 only when the database does not: without it nothing can be acknowledged.
+A channel that is down (MQTT broker away) does not make the hub unready, since HTTP intake still
+works and a load balancer must keep sending it; the body says ``degraded`` and names the
+channel's state for monitoring. The body carries states only: no counts, hosts or topics.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -19,8 +27,8 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(hub: HubDep) -> dict[str, str]:
-    """The database answers and the mappings are loaded."""
+async def ready(hub: HubDep) -> dict[str, Any]:
+    """The database answers and the mappings are loaded; each running channel's state."""
 
     def ping() -> None:
         with hub.engine.connect() as conn:
@@ -30,4 +38,10 @@ async def ready(hub: HubDep) -> dict[str, str]:
         await run_in_threadpool(ping)
     except Exception:
         raise ApiError(503, "database unavailable", code="transient") from None
-    return {"status": "ready", "mappings": hub.mappings().fingerprint[:12]}
+    channels = {name: probe() for name, probe in sorted(hub.channel_states.items())}
+    up = all(c["state"] in _UP for c in channels.values())
+    return {"status": "ready" if up else "degraded",
+            "mappings": hub.mappings().fingerprint[:12], "channels": channels}
+
+
+_UP = frozenset({"listening", "connected"})

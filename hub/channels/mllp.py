@@ -76,7 +76,13 @@ class MllpChannel:
                                max_connections=settings.mllp_max_connections)
         await self._listener.start()
         self.port = int(self._listener.port)
+        self.hub.channel_states["mllp"] = self.state
         self._ready.set()
+
+    def state(self) -> dict[str, Any]:
+        """For ``/ready``: listening (and on which port) or stopped."""
+        return {"state": "listening" if self._listener is not None else "stopped",
+                "port": self.port}
 
     async def stop(self) -> None:
         if self._listener is not None:

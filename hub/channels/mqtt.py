@@ -216,8 +216,19 @@ class MqttChannel:
         self._writer = threading.Thread(target=self._run, name="hub-mqtt-writer", daemon=True)
         self._writer.start()
         self._subscriber.start()
+        self.hub.channel_states["mqtt"] = self.state
         for sub in self.config.subscriptions:
             log.info("MQTT subscription %s → source %s", sub.filter, sub.source)
+
+    def state(self) -> dict[str, Any]:
+        """For ``/ready``: connected to the broker (and every subscription granted), connecting
+        (the subscriber retries by itself; the broker's persistent session queues meanwhile),
+        or stopped."""
+        sub = self._subscriber
+        if sub is None:
+            return {"state": "stopped", "subscribed": False}
+        return {"state": "connected" if sub.connected else "connecting",
+                "subscribed": sub.subscribed.is_set()}
 
     def wait_subscribed(self, timeout: float) -> bool:
         return bool(self._subscriber is not None and self._subscriber.subscribed.wait(timeout))

@@ -14,7 +14,6 @@ from hub.errors import ConfigurationError
 from hub.runtime import Hub
 from hub.settings import Settings
 from hub.store.db import upgrade
-from hub.worker import run_worker
 
 log = logging.getLogger("hub.mllp")
 
@@ -54,14 +53,7 @@ def mllp(
     hub = Hub.build(settings)
     channel = MllpChannel(hub, host=host, port=port)
     stop_worker = threading.Event()
-    thread = None
-    if worker:
-        thread = threading.Thread(
-            target=run_worker, name="hub-worker", daemon=True,
-            args=(hub.pipeline, hub.engine, stop_worker),
-            kwargs={"batch": settings.worker_batch, "poll_secs": settings.worker_poll_secs,
-                    "mappings": hub.mappings})
-        thread.start()
+    thread = hub.start_worker_thread(stop_worker) if worker else None
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -15,7 +15,6 @@ from hub.errors import ConfigurationError
 from hub.runtime import Hub
 from hub.settings import Settings
 from hub.store.db import upgrade
-from hub.worker import run_worker
 
 log = logging.getLogger("hub.mqtt")
 
@@ -57,14 +56,7 @@ def mqtt(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    thread = None
-    if worker:
-        thread = threading.Thread(
-            target=run_worker, name="hub-worker", daemon=True,
-            args=(hub.pipeline, hub.engine, stop),
-            kwargs={"batch": settings.worker_batch, "poll_secs": settings.worker_poll_secs,
-                    "mappings": hub.mappings})
-        thread.start()
+    thread = hub.start_worker_thread(stop) if worker else None
     channel.start()
     try:
         stop.wait()
