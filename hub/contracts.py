@@ -59,6 +59,10 @@ class Concept:
     text: str | None = None
 
 
+#: FHIR R4 Quantity.comparator codes (http://hl7.org/fhir/R4/valueset-quantity-comparator.html)
+COMPARATORS = frozenset({"<", "<=", ">=", ">"})
+
+
 @dataclass(frozen=True, slots=True)
 class Quantity:
     """A measured amount. ``unit`` is a UCUM code when known (else None and ``unit_text`` holds
@@ -183,6 +187,8 @@ class Measurement:
     location: str | None = None  # where in the payload (for errors), never the values
     status: str | None = None  # FHIR Observation.status; None means final
     detail: ObservationDetail | None = None
+    # FHIR Quantity.comparator of a quantity value ("<" 40: below the device's range)
+    comparator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +217,10 @@ class Extraction:
     resources: list[dict[str, Any]] = field(default_factory=list)  # FHIR resources given as-is
     errors: list[DataError] = field(default_factory=list)  # items that could not be extracted
     merges: list[PatientMerge] = field(default_factory=list)  # patient merges to apply
+    # FHIR conditional creates: (type, id) → the ``identifier=system|value`` they were made on
+    # (None: the id alone). The pipeline writes such a resource only when no match is stored,
+    # deciding under the write lock; a match is left as it is (R4 conditional create).
+    create_only: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)
 
 
 class MeasurementExtractor(Protocol):

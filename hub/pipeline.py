@@ -47,7 +47,7 @@ from hub.normalize.plausibility import held_reason
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.staging import IdentityKey, NeedsLock, Prepared, StagedResolver
-from hub.store import dead_letters, inbox, outbox, registry, resources
+from hub.store import dead_letters, inbox, outbox, registry, resources, search
 from hub.store.db import is_postgres, is_transient, write_tx
 from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
@@ -65,6 +65,7 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # stored, but held for review
     merges: list[PatientMerge] = field(default_factory=list)
+    matched: list[str] = field(default_factory=list)  # conditional creates' stored matches
 
     @property
     def error_text(self) -> str | None:
@@ -73,6 +74,20 @@ class Outcome:
     @property
     def notes_text(self) -> str | None:
         return _summary(self.warnings)
+
+
+def _drop_matched(conn: Connection, extraction: Extraction, message_id: str) -> list[str]:
+    """R4 conditional create: the resources whose match is stored are not written (the match
+    is left untouched); returns the matches' ``Type/id`` for the message's lineage."""
+    matches = search.conditional_matches(conn, extraction.create_only, message_id)
+    if matches:
+        def keep(r: dict[str, Any]) -> bool:
+            return (r["resourceType"], r["id"]) not in matches
+
+        extraction.resources = [r for r in extraction.resources if keep(r)]
+        extraction.patients = [r for r in extraction.patients if keep(r)]
+        extraction.devices = [r for r in extraction.devices if keep(r)]
+    return list(matches.values())
 
 
 def _summary(lines: list[str]) -> str | None:
@@ -178,6 +193,10 @@ class Pipeline:
                       errors=[_describe(e) for e in extraction.errors])
         lineage = Lineage(raw.id, raw.source)
         unassigned = 0
+        if extraction.create_only:
+            if isinstance(resolver, StagedResolver):
+                raise NeedsLock("conditional create")  # whether a match exists: under the lock
+            out.matched = _drop_matched(conn, extraction, raw.id)
         sampled = SampledGroups(mapping_set.sampling)  # types grouped per period (SampledData)
         given = extraction.patients + extraction.devices
         if given:
@@ -218,7 +237,8 @@ class Pipeline:
             raise NeedsLock("sampled data")  # merged with the stored period: read under the lock
         out.resources = (given + resolver.take_new()
                          + extraction.resources + out.resources + sampled.observations(conn))
-        total = len(extraction.measurements) + len(extraction.resources) + len(extraction.errors)
+        total = (len(extraction.measurements) + len(extraction.resources) + len(extraction.errors)
+                 + len(out.matched))
         produced = total - len(out.errors)
         if out.errors and unassigned == len(out.errors) and produced == 0:
             out.status = inbox.STATUS_QUARANTINED
@@ -245,7 +265,7 @@ class Pipeline:
             # With the content, category/program filters decide here which outbox rows exist;
             # resources without content here (merge rewrites) are filtered at delivery.
             outbox.enqueue(conn, self.router.route(written, out.resources + derived))
-        refs = [f"{r['resourceType']}/{r['id']}" for r in out.resources + derived]
+        refs = [f"{r['resourceType']}/{r['id']}" for r in out.resources + derived] + out.matched
         inbox.finish(conn, raw.id, out.status, error=out.error_text, resource_refs=refs,
                      notes=out.notes_text)
         if out.errors and out.status != inbox.STATUS_QUARANTINED:
@@ -258,7 +278,8 @@ class Pipeline:
         """Everything ``raw`` will write, made without writing (module docstring); ``conn``
         only reads. ``epoch``: the committer's identity epoch this is prepared under."""
         epoch = self.epoch if epoch is None else epoch
-        resolver = StagedResolver(self.staged_identities)
+        resolver = StagedResolver(self.staged_identities,
+                                  releases=self.identity_modes.any_lookup)
         with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
             if self.identity_modes.of(raw.source) != CREATE:  # unknown identifiers quarantine
                 return Prepared(raw.id, raw.source, raw.traceparent, epoch,
@@ -289,7 +310,8 @@ class Pipeline:
                 error_text=out.error_text, notes_text=out.notes_text,
                 dead_letter=bool(out.errors) and out.status != inbox.STATUS_QUARANTINED,
                 staged=staged, refs=_refs_json(out.resources),
-                registrations=registrations, new=[(k[0], rid) for k, rid in registrations],
+                registrations=registrations,
+                new=resolver.bare if registrations else [],
                 rules=self.rules.read(observations) if observations else None,
                 # Replies owed to the sender (HL7v2 deferred application ACKs) with the outcome
                 # they report (hub.sync.replies); made here, where the body is at hand.
@@ -354,7 +376,8 @@ class Pipeline:
                 continue
             if known != rid:
                 return None
-            drop.add((key[0], rid))
+            if (key[0], rid) in p.new:  # a bare registration, not a Patient/Device it gives
+                drop.add((key[0], rid))
         return drop
 
     def _write_run(self, conn: Connection, run: _Run, bound: dict[IdentityKey, str],
@@ -364,7 +387,7 @@ class Pipeline:
             return []
         savepoint = conn.begin_nested()
         try:
-            outcomes = self._write(conn, run)
+            outcomes = self._write(conn, run, resolver)
         except Exception as exc:
             if is_transient(exc, conn.engine):
                 raise
@@ -379,20 +402,26 @@ class Pipeline:
         bound.update(run.proposed)
         return outcomes
 
-    def _write(self, conn: Connection, run: _Run) -> list[tuple[str, str]]:
+    def _write(self, conn: Connection, run: _Run, resolver: IdentityResolver
+               ) -> list[tuple[str, str]]:
         for key, rid in run.proposed.items():
             if registry.register(conn, key[0], Identifier(key[1], key[2]), rid) != rid:
                 raise StaleIdentity
         with self.telemetry.span("store", batch=len(run.messages), resources=len(run.rows)):
-            written = resources.write(conn, list(run.rows.values()), run.tokens)
+            # Which Observations changed matters only to routing them to destinations.
+            written = resources.write(conn, list(run.rows.values()), run.tokens,
+                                      unreported=None if self.router.routes else "Observation")
         changed = {(w.res_type, w.res_id): w for w in written}
+        resolver.forget_content(changed)  # Patients/Devices given: their content moved
+        with self.telemetry.span("rules", batch=len(run.messages)):
+            derived_of = self._rules_of_run(conn, run)
         items: list[tuple[str, resources.Written]] = []
         finished: list[inbox.Finished] = []
         outcomes: list[tuple[str, str]] = []
         for index, (p, drop) in enumerate(run.messages):
             with self.telemetry.message_trace(p.source, p.message_id, p.traceparent):
                 with self.telemetry.span("rules"):
-                    derived = self._rules(conn, p)
+                    derived = derived_of[index]
                     derived_written = resources.upsert(conn, derived, p.message_id)
                 if self.router.routes:  # (the filters read the content)
                     mine = [k for k in p.staged.rows if k in changed and run.owner[k] == index]
@@ -414,6 +443,14 @@ class Pipeline:
             outbox.enqueue(conn, items)
         inbox.finish_many(conn, finished)
         return outcomes
+
+    def _rules_of_run(self, conn: Connection, run: _Run) -> list[list[dict[str, Any]]]:
+        """Each message's rule outputs, evaluated in message order in one go (one read and one
+        write of each patient's rule state for the whole run)."""
+        found = self.rules.evaluate_reads(conn, [p.rules for p, _ in run.messages])
+        if found is None:  # the rules changed since prepare read them: one by one
+            return [self._rules(conn, p) for p, _ in run.messages]
+        return found
 
     def _rules(self, conn: Connection, p: Prepared) -> list[dict[str, Any]]:
         if p.rules is None:

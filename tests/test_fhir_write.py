@@ -342,6 +342,46 @@ def test_batch_answers_each_entry_and_goes_on_past_bad_ones(
     assert sorted(r.version_id for r in rows(hub)) == [1, 1, 1]
 
 
+def test_bundle_conditional_create_leaves_an_existing_match_untouched(
+    hub: Hub, client: TestClient, key: str
+) -> None:
+    """R4 conditional create (ifNoneExist): a stored match is answered 200 and not rewritten,
+    even with other content; a Patient matches through the registry under the id it has."""
+    pid = "http://hospital.example.org/fhir/sid/mrn"
+    first = client.post("/fhir/Observation", json=observation("obs-7", hr=61), headers=auth(key))
+    assert first.status_code == 201, first.text
+    put = client.put("/fhir/Patient/p-9", headers=auth(key), json={
+        "resourceType": "Patient", "id": "p-9", "identifier": [{"system": pid, "value": "M9"}],
+        "birthDate": "1950-01-01"})
+    assert put.status_code == 201, put.text
+    for kind in ("batch", "transaction"):
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": [
+            entry("POST", "Observation", observation("obs-7", hr=99),
+                  ifNoneExist=f"identifier={IDENT}|obs-7"),
+            entry("POST", "Patient", {"resourceType": "Patient", "birthDate": "1999-09-09",
+                                      "identifier": [{"system": pid, "value": "M9"}]},
+                  ifNoneExist=f"identifier={pid}|M9"),
+            entry("POST", "Observation", observation("obs-8", hr=70),
+                  ifNoneExist=f"identifier={IDENT}|obs-8"),
+        ]}
+        answer = client.post("/fhir", json=bundle, headers=auth(key))
+        assert answer.status_code == 200, answer.text
+        result = valid(answer.json())["entry"]
+        assert [e["response"]["status"] for e in result][:2] == ["200 OK", "200 OK"], result
+        assert result[1]["response"]["location"].startswith("Patient/p-9/_history/1")
+        lineage = client.get(f"/messages/{answer.headers['x-message-id']}",
+                             headers=auth(key)).json()
+        assert lineage["status"] == "processed"
+        assert "Patient/p-9" in lineage["resources"]
+    stored = {r.res_id: r for r in rows(hub)}
+    kept = stored[first.json()["id"]]
+    assert kept.version_id == 1 and orjson.loads(kept.content)["valueQuantity"]["value"] == 61
+    assert len(stored) == 2  # obs-7 untouched, obs-8 created once (second time: its match)
+    (patient,) = rows(hub, "Patient")
+    assert (patient.res_id, patient.version_id) == ("p-9", 1)
+    assert orjson.loads(patient.content)["birthDate"] == "1950-01-01"
+
+
 def test_transaction_is_all_or_nothing(hub: Hub, client: TestClient, key: str) -> None:
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         entry("POST", "Observation", observation("obs-1")),

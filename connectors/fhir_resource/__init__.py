@@ -133,15 +133,6 @@ def create_id(rtype: str, resource: dict[str, Any], digest: str, index: int) -> 
     return stable_id(rtype, f"sha256:{digest}", str(index))
 
 
-def criteria_id(rtype: str, criteria: str) -> str:
-    """``identifier=system|value`` → the id a conditional create on it targets."""
-    found = identifier_criteria(criteria)
-    if found is None:
-        raise EntryError("conditional create supports only identifier=system|value",
-                         None, "not-supported")
-    return identifier_id(rtype, *found)
-
-
 def content_params(content_type: str) -> dict[str, str]:
     params = {}
     for part in content_type.split(";")[1:]:
@@ -164,6 +155,7 @@ def _rewrite(node: Any, refs: dict[str, str]) -> None:
 
 def _entry(raw: Any, index: int, digest: str) -> dict[str, Any]:
     where = f"entry[{index}]"
+    criteria: list[str] | None = None  # a conditional create's identifier (system, value)
     if not isinstance(raw, dict):
         raise EntryError("expected an object", where)
     request = raw.get("request")
@@ -191,15 +183,19 @@ def _entry(raw: Any, index: int, digest: str) -> dict[str, Any]:
             raise EntryError("POST url must be the entry's resource type", f"{where}.request.url")
         condition = request.get("ifNoneExist")
         if condition is not None:
-            try:
-                rid = criteria_id(rtype, str(condition))
-            except EntryError as exc:
-                raise EntryError(exc.message, f"{where}.request.ifNoneExist", exc.code) from None
+            found = identifier_criteria(str(condition))
+            if found is None:
+                raise EntryError("conditional create supports only identifier=system|value",
+                                 f"{where}.request.ifNoneExist", "not-supported")
+            rid, criteria = identifier_id(rtype, *found), list(found)
         else:
             rid = create_id(rtype, resource, digest, index)
         resource = with_id(resource, rid)
-    return {"method": method, "type": rtype, "id": rid, "resource": resource, "error": None,
-            "fullUrl": raw.get("fullUrl")}
+    entry = {"method": method, "type": rtype, "id": rid, "resource": resource, "error": None,
+             "fullUrl": raw.get("fullUrl")}
+    if criteria is not None:
+        entry["if_none_exist"] = criteria
+    return entry
 
 
 class FhirResourceConnector(Connector):
@@ -232,8 +228,10 @@ class FhirResourceConnector(Connector):
         else:
             rid, method = create_id(rtype, resource, digest, 0), "POST"
         resource = with_id(resource, rid)
-        return {"kind": "resource", "entries": [
-            {"method": method, "type": rtype, "id": rid, "resource": resource, "error": None}]}
+        entry = {"method": method, "type": rtype, "id": rid, "resource": resource, "error": None}
+        if given is not None and update is None:  # If-None-Exist: the API checked its match;
+            entry["if_none_exist"] = None  # the pipeline checks again under the write lock
+        return {"kind": "resource", "entries": [entry]}
 
     def _bundle(self, bundle: dict[str, Any], digest: str) -> JSON:
         kind = bundle.get("type")
@@ -277,6 +275,10 @@ class FhirResourceConnector(Connector):
         out = Extraction()
         for entry in document["entries"]:
             error = entry["error"]
+            if "if_none_exist" in entry and error is None:
+                criteria = entry["if_none_exist"]
+                out.create_only[(entry["type"], entry["id"])] = \
+                    (criteria[0], criteria[1]) if criteria else None
             if error is not None:
                 out.errors.append(DataError(error["message"], location=error["location"]))
             elif entry["method"] == "POST" and entry["type"] == "Patient":

@@ -11,10 +11,10 @@ the inbox, drain it through the pipeline, answer from the store.
   ``response.outcome``; the others are written and answered ``201``/``200``.
 
 Entry ids are deterministic (see ``connectors.fhir_resource``): PUT ``Type/id`` keeps the id,
-POST derives it from ``ifNoneExist: identifier=system|value`` or the first identifier. One
-deviation from R4, because the worker writes by upsert without consulting the store: an
-``ifNoneExist`` entry whose match exists is answered 200 but, if its content differs, updates
-that resource (the single-request If-None-Exist is strict). A repeat of the same Bundle against
+POST derives it from ``ifNoneExist: identifier=system|value`` or the first identifier. An
+``ifNoneExist`` entry is a conditional create, as R4 has it: the pipeline decides under the write
+lock whether its match (that id, or the id the registry binds the identifier to) is stored, and
+if so writes nothing for it and answers 200 with the match. A repeat of the same Bundle against
 unchanged resources is deduplicated by the inbox (its key holds the body hash and the targets'
 versions); against changed ones it is applied again, as the entries' PUT semantics require.
 """

@@ -299,3 +299,23 @@ def registered_id(conn: Connection, res_type: str, system: str, value: str) -> s
                                    IDX.c.value == value)
     ).scalar()
     return found
+
+
+def conditional_matches(conn: Connection,
+                        wanted: dict[tuple[str, str], tuple[str, str] | None],
+                        message_id: str) -> dict[tuple[str, str], str]:
+    """FHIR conditional creates (``Extraction.create_only``) whose match is already stored →
+    the matched resource's ``Type/id``. A match is the target id itself or, for an identifier
+    the registry has bound (Patient, Device), the bound id. A target this same message wrote
+    (a replay) is no match: writing it again changes nothing."""
+    found = stored(conn, list(wanted))
+    matches: dict[tuple[str, str], str] = {}
+    for (res_type, res_id), criteria in wanted.items():
+        row = found.get((res_type, res_id))
+        if row is not None and row.message_id != message_id:
+            matches[(res_type, res_id)] = f"{res_type}/{res_id}"
+            continue
+        bound = registered_id(conn, res_type, *criteria) if criteria else None
+        if bound is not None and bound != res_id:
+            matches[(res_type, res_id)] = f"{res_type}/{bound}"
+    return matches
