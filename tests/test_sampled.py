@@ -15,6 +15,7 @@ import pytest
 from fhir.resources.R4B.observation import Observation
 from sqlalchemy import select
 
+from connectors._testing import run_hub
 from hub.errors import MappingError
 from hub.mappings.catalogue import load_mapping_set
 from hub.mappings.layouts import SampledGrouping
@@ -117,6 +118,18 @@ def test_a_bad_grouping_is_refused_with_its_position(tmp_path: Path, extra: str,
         load_mapping_set(root)
     found = [str(p) for p in caught.value.problems]
     assert any("devices/hub.yaml:" in p and "sampled" in p and problem in p for p in found), found
+
+
+def test_lint_warns_when_a_grouped_type_is_one_the_rules_read(tmp_path: Path) -> None:
+    root = grouped_mappings(tmp_path)  # groups cgm-glucose, which cgm-consensus and more read
+    linted = run_hub("mappings", "lint", str(root))
+    assert linted.returncode == 0, linted.stderr  # a warning, not a problem
+    (warning,) = [line for line in linted.stderr.splitlines() if "warning" in line]
+    assert warning.startswith(f"{root}/devices/hub.yaml:")
+    assert "sampled.cgm-glucose: warning: grouped readings are invisible" in warning
+    assert "cgm-consensus" in warning and "cgm-silence" in warning
+    plain = run_hub("mappings", "lint", str(REPO / "mappings"))  # groups nothing: silent
+    assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
 
 
 # -- through the pipeline and the store ----------------------------------------------------------

@@ -24,8 +24,9 @@ from hub.mappings import golden, jsonschema
 from hub.mappings.catalogue import MappingSet, load_mapping_set
 from hub.mappings.hl7v2.tables import hl7v2_file_model
 from hub.mappings.schema import DeviceMapping, TypeCatalogue, TypeSpec
-from hub.mappings.yamlfile import load_model
+from hub.mappings.yamlfile import load_model, position
 from hub.normalize.observation import Lineage, build_observation
+from hub.rules.program import load_program
 from hub.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Mapping files: lint, golden tests, JSON Schema")
@@ -57,10 +58,11 @@ def _echo_problems(problems: list[ErrorLocation]) -> None:
         typer.echo(str(problem))
 
 
-def lint_path(path: Path) -> tuple[list[ErrorLocation], int]:
-    """Every problem under ``path`` (a mappings folder or one file) and how many files were read."""
+def lint_path(path: Path) -> tuple[list[ErrorLocation], int, MappingSet | None]:
+    """Every problem under ``path`` (a mappings folder or one file), how many files were read,
+    and the folder's mapping set when it loaded."""
     if path.is_file():
-        return _lint_file(path), 1
+        return _lint_file(path), 1, None
     problems: list[ErrorLocation] = []
     mapping_set: MappingSet | None = None
     try:
@@ -78,7 +80,35 @@ def lint_path(path: Path) -> tuple[list[ErrorLocation], int]:
             problems.append(ErrorLocation(str(test), None, None, "mapping",
                                           f"no device mapping named '{spec.mapping}'"))
     count = len(mapping_set.files) if mapping_set is not None else 0
-    return problems, count + len(tests)
+    return problems, count + len(tests), mapping_set
+
+
+def sampled_rule_warnings(mapping_set: MappingSet, root: Path) -> list[str]:
+    """A type a device mapping groups into SampledData that an enabled rule reads: the rules
+    read per-reading quantities, so grouped readings are invisible to them (README, "Grouping
+    high-rate readings"). Legal, and sometimes meant, hence a warning, not a problem."""
+    rules_dir = root / "rules"
+    if not rules_dir.is_dir():
+        return []
+    try:
+        program = load_program(rules_dir)
+    except MappingError:
+        return []  # the rules files' own problems are reported by `hub rules lint`
+    warnings: list[str] = []
+    for compiled in mapping_set.devices.values():
+        for mtype in compiled.mapping.sampled:
+            spec = mapping_set.types.get(mtype)
+            codes = [f"{c.system}|{c.code}" for c in spec.codes] if spec else []
+            readers = sorted({rid for key in codes for measure, _ in program.by_code.get(key, [])
+                              for rid in program.by_measure.get(measure, ())})
+            if readers:
+                path = root / compiled.file
+                line, col = position(path, ("sampled", mtype))
+                where = f"{path}:{line}:{col}" if line is not None else str(path)
+                warnings.append(f"{where}: sampled.{mtype}: warning: grouped readings are "
+                                f"invisible to the rules that read this type "
+                                f"({', '.join(readers)})")
+    return warnings
 
 
 def _lint_file(path: Path) -> list[ErrorLocation]:
@@ -101,7 +131,10 @@ def lint(path: Path | None = typer.Argument(None, help="mappings folder or one f
                                                        "(default HUB_MAPPINGS_DIR)")) -> None:
     """Validate mapping files; every problem at once as file:line:column: field: problem."""
     target = path or _default_root()
-    problems, count = lint_path(target)
+    problems, count, mapping_set = lint_path(target)
+    if mapping_set is not None and not problems:
+        for warning in sampled_rule_warnings(mapping_set, target):
+            typer.echo(warning, err=True)
     if problems:
         _echo_problems(problems)
         typer.echo(f"{len(problems)} problem(s) in {target}", err=True)
