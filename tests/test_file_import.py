@@ -21,6 +21,9 @@ from sqlalchemy.engine import Engine
 
 from hub.channels.file_import import FileImporter, FileReport
 from hub.channels.file_readers import BOM
+from hub.contracts import Identifier
+from hub.errors import DataError
+from hub.fhir.ids import registry_id
 from hub.runtime import Hub
 from hub.store import inbox
 from hub.store.db import normalize_url, upgrade
@@ -30,6 +33,10 @@ from hub.worker import drain
 from tests.conftest import CORPUS, REPO, TEST_SECRET, make_settings
 
 SHARE = CORPUS / "devices" / "dexcom-share"
+
+
+def registry_id_of(patient: str) -> str:
+    return registry_id("Patient", Identifier("urn:iomt-fhir-hub:patient", patient))
 IOMT = CORPUS / "devices" / "iomt-fhir" / "payloads"
 HUB = [sys.executable, "-m", "hub"]
 
@@ -94,6 +101,38 @@ def test_a_dexcom_share_history_from_the_corpus_becomes_observations(hub: Hub,
         codes = conn.execute(select(Resource.code).where(Resource.res_type == "Observation")).all()
     # the cassettes repeat readings: each distinct reading is one Observation (deterministic ids)
     assert len(codes) == distinct and {c.code for c in codes} == {"99504-3"}
+
+
+def test_a_dexcom_clarity_export_becomes_cgm_observations_at_local_time(hub: Hub) -> None:
+    """The Clarity CSV's EGV rows only (preamble, calibration and insulin rows skipped), read on
+    the zone given across a DST change; Low/High kept as < 40 / > 400 mg/dL; a blank value
+    refused by line, never dropped."""
+    path = REPO / "fixtures" / "devices" / "dexcom" / "clarity" / "clarity-export-synthetic.csv"
+    report = importer(hub, "dexcom", "clarity", user="u-1", patient="p-1",
+                      time_zone="America/New_York").run(path)
+    assert report.ok and report.items == 6 and report.stored == 1
+    drain(hub.pipeline, hub.engine, 10)
+    (message,) = messages(hub.engine)
+    assert message.status == "partial"
+    assert "neither a number nor Low/High" in (message.error or "")
+    with hub.engine.connect() as conn:
+        found = [orjson.loads(c) for (c,) in conn.execute(
+            select(Resource.content).where(Resource.res_type == "Observation",
+                                           Resource.code == "99504-3")).all()]
+    got = sorted((o["effectiveDateTime"], o["valueQuantity"]["value"],
+                  o["valueQuantity"].get("comparator")) for o in found)
+    assert got == [("2026-03-08T01:50:00-05:00", 112, None),
+                   ("2026-03-08T01:55:00-05:00", 108, None),
+                   ("2026-03-08T03:00:00-04:00", 40, "<"),  # "Low", after spring-forward
+                   ("2026-03-08T12:30:00-04:00", 400, ">"),  # "High"
+                   ("2026-03-08T12:40:00-04:00", 251.0, None)]
+    assert {o["subject"]["reference"] for o in found} == {f"Patient/{registry_id_of('p-1')}"}
+
+
+def test_a_clarity_payload_without_its_user_is_refused_at_intake(hub: Hub) -> None:
+    with pytest.raises(DataError, match="user missing") as caught:
+        hub.connectors.get("dexcom").decode(b'{"clarity": []}', "application/json")
+    assert caught.value.location == "user"
 
 
 def test_importing_the_same_file_again_is_a_no_op(hub: Hub, tmp_path: Path) -> None:
@@ -178,7 +217,8 @@ def test_cli_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     path.write_text("[]")
     url = f"sqlite:///{tmp_path}/never-written.db"  # usage is checked before any write
     for args, text in ((["dexcom", "--layout", "nope", str(path)],
-                        "no layout 'nope' in the 'dexcom' mapping's `files` (it has: share, v3)"),
+                        "no layout 'nope' in the 'dexcom' mapping's `files` "
+                        "(it has: clarity, share, v3)"),
                        (["dexcom", "--layout", "share", str(path)], "--set account=...")):
         result = run_cli(url, "import", *args)
         assert result.returncode == 2, (args, result.stderr)

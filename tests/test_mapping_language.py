@@ -87,6 +87,16 @@ def test_unit_map_translates_codes_and_refuses_unknown_ones() -> None:
     assert bad.errors[0].message == "unit code not in the mapping's unit_map"
 
 
+def test_comparator_marks_a_value_beyond_the_range_and_refuses_anything_else() -> None:
+    m = mapping(rule(each="r", comparator="item.c"))
+    out = m.extract({"r": [{"t": "2026-01-01T00:00:00Z", "v": 40, "c": "<"},
+                           {"t": "2026-01-01T00:01:00Z", "v": 61},
+                           {"t": "2026-01-01T00:02:00Z", "v": 9, "c": "about"}]})
+    assert [x.comparator for x in out.measurements] == ["<", None]
+    assert [(e.location, e.message) for e in out.errors] == [
+        ("r[2].comparator", "comparator is not one of <, <=, >=, >")]
+
+
 def test_expression_errors_at_run_time_are_data_errors() -> None:
     m = mapping(rule(each="r", values={"value": "exp10(item.v, `1`)"}))
     out = m.extract({"r": [{"t": "2026-01-01T00:00:00Z", "v": "12"}]})

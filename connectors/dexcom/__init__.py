@@ -10,6 +10,10 @@ Two shapes arrive under one source:
 
       {"account": "<Share account id>", "patient": {"id": "..."}?, "response": [...]}
 
+- **Clarity CSV exports**, read by ``hub import dexcom --layout clarity`` (the mapping's
+  ``files:``), arrive as ``{"user": <v3 userId>, "patient": {"id": ...}?, "time_zone": ...?,
+  "clarity": [{"time": ..., "value": "112" | "Low" | "High"}, ...]}``.
+
 Refused at intake: a bare Share array (whose?), a Share error answer (``{"Code":
 "SessionIdNotFound", ...}``: the poller must log in again) and v3 record types other than
 ``egv``. Mapping: ``mappings/devices/dexcom.yaml``.
@@ -40,6 +44,13 @@ class DexcomConnector(Connector):
                                 "are not mapped", location="recordType")
             if not isinstance(document.get("records"), list):
                 raise DataError("Dexcom v3 answer without a records array", location="records")
+            return document
+        if isinstance(document, dict) and "clarity" in document:
+            if not isinstance(document.get("user"), str) or not document["user"]:
+                raise DataError("user missing: whose Clarity export is it? (hub import dexcom "
+                                "--layout clarity --set user=<Dexcom userId>)", location="user")
+            if not isinstance(document["clarity"], list):
+                raise DataError("clarity is not a list of rows", location="clarity")
             return document
         if not isinstance(document, dict) or "response" not in document:
             raise DataError(f"not a Dexcom v3 answer nor in the account envelope; {ENVELOPE_HINT}",

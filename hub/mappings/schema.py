@@ -124,6 +124,10 @@ class MeasurementRule(_Strict):
     )
     correlation_id: Expr | None = Field(
         None, description="JMESPath giving the source's id of the reading (kept for tracing)")
+    comparator: Expr | None = Field(
+        None, description="JMESPath giving FHIR's Quantity.comparator for the value: '<', '<=', "
+                          "'>=' or '>' (a reading beyond the device's range, e.g. Dexcom's "
+                          "'Low' = below 40 mg/dL); null for an exact value")
 
 
 class DeviceMapping(_Strict):

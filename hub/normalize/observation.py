@@ -132,6 +132,11 @@ def build_observation(
         if spec.input not in m.values:
             raise DataError("value missing", location=where)
         obs.update(_value(spec, m, where))
+    if m.comparator is not None:
+        if "valueQuantity" not in obs:
+            raise DataError(f"a comparator applies to a quantity; type '{m.type}' has none",
+                            location=where)
+        obs["valueQuantity"]["comparator"] = m.comparator
     if spec.components:
         comps = [c for c in (_component(c, m, where) for c in spec.components) if c is not None]
         obs["component"] = comps

@@ -8,3 +8,7 @@ TestDexcomShare = connector_test_class(
 TestDexcomV3 = connector_test_class(
     DexcomConnector, fixtures="fixtures/devices/dexcom/v3",
     refused={"v3-egvs-unknown-unit-synthetic.json": "unit as unknown"})
+# Clarity CSV rows as `hub import dexcom --layout clarity` posts them (tests/test_file_import.py
+# reads the CSV itself, with its preamble, events and a blank value).
+TestDexcomClarity = connector_test_class(
+    DexcomConnector, fixtures="fixtures/devices/dexcom/clarity")
