@@ -22,8 +22,7 @@ one writer (``BEGIN IMMEDIATE``), so it needs neither.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,9 +30,8 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, StatementError
 
-from hub.store.dialect import insert_for
+from hub.store.dialect import driver_cursor, driver_error, insert_for
 from hub.store.models import RuleOverride, RulePatientState, RuleSchedule
 
 STATE = RulePatientState.__table__  # type: ignore[attr-defined]
@@ -90,25 +88,6 @@ _SCHEDULE = ("INSERT INTO rule_schedule (patient_id, rule_id, due_at) VALUES ({m
 _UNSCHEDULE = "DELETE FROM rule_schedule WHERE patient_id = {m} AND rule_id = {m}"
 
 
-@contextmanager
-def _cursor(conn: Connection, what: str) -> Iterator[Any]:
-    """The transaction's DBAPI cursor. A driver error comes out as SQLAlchemy's own class
-    (OperationalError for a deadlock victim or a lost connection), as from any other statement,
-    and without parameters in its text (they hold patient ids)."""
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        yield cursor
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, what, exc) from exc
-    finally:
-        cursor.close()
-
-
-def _wrapped(conn: Connection, what: str, exc: Exception) -> StatementError:
-    return DBAPIError.instance(what, None, exc, conn.dialect.loaded_dbapi.Error,
-                               hide_parameters=True)
-
-
 _stamp: list[Any] = [-1, ""]
 
 
@@ -152,7 +131,7 @@ def _load_sqlite(conn: Connection, patients: list[str], loaded: Loaded) -> None:
             _LOAD_SQLITE.format(q=", ".join("?" * len(patients))),
             (*patients, *patients)).fetchall()
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, "rule state load", exc) from exc
+        raise driver_error(conn, "rule state load", exc) from exc
     for patient, rule, text in rows:
         if rule is None:
             texts[patient] = text or ""
@@ -162,7 +141,7 @@ def _load_sqlite(conn: Connection, patients: list[str], loaded: Loaded) -> None:
 
 def _load_pg(conn: Connection, patients: list[str], loaded: Loaded) -> None:
     texts, overrides = loaded.texts, loaded.overrides
-    with _cursor(conn, "rule state load") as cursor:
+    with driver_cursor(conn, "rule state load") as cursor:
         cursor.execute(_LOAD_PG, (patients, patients))
         for patient, rule, text in cursor.fetchall():
             if rule is None:
@@ -182,7 +161,7 @@ def save(conn: Connection, rows: list[tuple[str, str]]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        with _cursor(conn, "rule state save") as cursor:
+        with driver_cursor(conn, "rule state save") as cursor:
             now = datetime.now(UTC)
             cursor.executemany(_SAVE.format(m="%s"), [(p, s, now) for p, s in rows])
         return
@@ -191,7 +170,7 @@ def save(conn: Connection, rows: list[tuple[str, str]]) -> None:
         conn.connection.dbapi_connection.executemany(  # type: ignore[union-attr]
             _SAVE_SQLITE, [(p, s, stamp) for p, s in rows])
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise _wrapped(conn, "rule state save", exc) from exc
+        raise driver_error(conn, "rule state save", exc) from exc
 
 
 def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) -> None:
@@ -204,7 +183,7 @@ def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) ->
     sets = [(p, r, datetime.fromtimestamp(due, UTC) if pg else _sqlite_time(due))
             for p, r, due in rows if due is not None]
     clears = [(p, r) for p, r, due in rows if due is None]
-    with _cursor(conn, "rule schedule") as cursor:
+    with driver_cursor(conn, "rule schedule") as cursor:
         if sets:
             cursor.executemany(_SCHEDULE.format(m=mark), sets)
         if clears:
