@@ -1,27 +1,9 @@
-"""The pipeline: the one module that knows the order of the stages.
+"""``Pipeline``: the stages wired in order (the package docstring draws them).
 
-    inbox (durable raw message)
-      → connector.decode / extract         (connectors)  ┐
-      → identity + build_observation       (normalize)   │ prepare: reads, never writes
-      → resources.stage (rows, hashes)     (store)       ┘
-      → resources.write                    (store)       ┐
-      → rules.evaluate                     (rules)       │ commit: one transaction
-      → outbox.enqueue                     (sync)        │
-      → inbox.finish                       (same txn)    ┘
-
-*Prepare* (``prepare``) does a message's per-reading CPU work without writing anything
-(``hub.staging`` says what it may not decide alone and how the commit checks what it read). On
-SQLite it runs outside the write lock, and ``hub worker --prepare-procs N`` runs it in other
-processes. *Commit* (``commit``) writes a batch of prepared messages in one transaction: the
-resources of consecutive messages in one upsert, rules per message in message order, the outbox
-and every message's outcome in the same transaction. A crash anywhere rolls the whole batch back
-to "received" (nothing lost, and nothing half-done to duplicate); resource ids are deterministic,
-so reprocessing a message rewrites the same resources without new versions.
-
-A bad message fails alone: data errors are that message's outcome; a bug (an exception) in a
-combined write rolls back to the savepoint before it and its messages are processed again one by
-one, each inside its own savepoint, as are messages prepare sent to the lock: a bug then fails
-only its message.
+``convert`` runs one message's stages without writing; ``_process`` writes them whole (the
+lock path); ``prepare`` makes what a message will write without writing; ``commit`` forms runs
+of prepared messages (``hub.pipeline.runs`` writes each) and sends the others to the lock path;
+``run_batch`` claims, prepares and commits a batch in this process.
 """
 
 from __future__ import annotations
@@ -31,12 +13,11 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 from sqlalchemy.engine import Connection, Engine
 
-from hub.contracts import Extraction, Identifier, Measurement, PatientMerge, RawMessage
+from hub.contracts import Extraction, Identifier, RawMessage
 from hub.errors import DataError, UnassignedDeviceError
 from hub.identity import IdentityModes, IdentityResolver
 from hub.identity.modes import CREATE
@@ -44,6 +25,8 @@ from hub.mappings.catalogue import MappingSet
 from hub.normalize.hl7v2_observation import build_detailed_observation
 from hub.normalize.observation import Lineage, build_observation
 from hub.normalize.plausibility import held_reason
+from hub.pipeline.outcome import Outcome, Resolver, describe, refs_json
+from hub.pipeline.runs import Run, write_run
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.staging import IdentityKey, NeedsLock, Prepared, StagedResolver
@@ -54,26 +37,6 @@ from hub.sync.routing import OutboxRouter
 from hub.telemetry import Telemetry
 
 log = logging.getLogger("hub.pipeline")
-
-
-@dataclass
-class Outcome:
-    """What processing one message produced."""
-
-    status: str
-    resources: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # stored, but held for review
-    merges: list[PatientMerge] = field(default_factory=list)
-    matched: list[str] = field(default_factory=list)  # conditional creates' stored matches
-
-    @property
-    def error_text(self) -> str | None:
-        return _summary(self.errors)
-
-    @property
-    def notes_text(self) -> str | None:
-        return _summary(self.warnings)
 
 
 def _drop_matched(conn: Connection, extraction: Extraction, message_id: str) -> list[str]:
@@ -88,69 +51,6 @@ def _drop_matched(conn: Connection, extraction: Extraction, message_id: str) -> 
         extraction.patients = [r for r in extraction.patients if keep(r)]
         extraction.devices = [r for r in extraction.devices if keep(r)]
     return list(matches.values())
-
-
-def _summary(lines: list[str]) -> str | None:
-    if not lines:
-        return None
-    shown = lines[:20]
-    more = len(lines) - len(shown)
-    return "; ".join(shown) + (f"; and {more} more" if more else "")
-
-
-def _describe(error: DataError) -> str:
-    return f"{error.location}: {error.message}" if error.location else error.message
-
-
-class Resolver(Protocol):
-    """Identity as ``convert`` uses it: ``IdentityResolver`` (writes the registry as it goes) or
-    ``StagedResolver`` (prepare: writes nothing)."""
-
-    def begin_message(self, source: str) -> None: ...
-
-    def device(self, conn: Connection, ident: Identifier) -> str: ...
-
-    def patient(self, conn: Connection, m: Measurement, device_id: str) -> str: ...
-
-    def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
-
-    def bind_stated(self, conn: Connection, stated: list[dict[str, Any]]) -> list[str]: ...
-
-    def take_new(self) -> list[dict[str, Any]]: ...
-
-
-class StaleIdentity(Exception):
-    """An identifier a run registers was bound elsewhere after it was checked."""
-
-
-@dataclass
-class _Run:
-    """Consecutive prepared messages written together: their rows merged (the first of equal
-    rows kept: an upsert of the same content again changes nothing), who owns each row, and the
-    identifiers they register."""
-
-    messages: list[tuple[Prepared, set[tuple[str, str]]]] = field(default_factory=list)
-    rows: dict[tuple[str, str], resources.Row] = field(default_factory=dict)
-    owner: dict[tuple[str, str], int] = field(default_factory=dict)
-    tokens: list[resources.Token] = field(default_factory=list)
-    proposed: dict[IdentityKey, str] = field(default_factory=dict)
-
-    def conflicts(self, p: Prepared) -> bool:
-        """Does ``p`` write a resource this run writes, with other content? Then ``p`` starts a
-        new run, so each version is written (and delivered) in order, as one by one."""
-        rows = self.rows
-        return any(k in rows and rows[k][2] != row[2] for k, row in p.staged.rows.items())
-
-    def add(self, p: Prepared, drop: set[tuple[str, str]]) -> None:
-        index = len(self.messages)
-        self.messages.append((p, drop))
-        rows, owner = self.rows, self.owner
-        for key, row in p.staged.rows.items():
-            if key not in rows and key not in drop:
-                rows[key] = row
-                owner[key] = index
-        self.tokens.extend(p.staged.tokens)
-        self.proposed.update((k, rid) for k, rid in p.registrations if k not in self.proposed)
 
 
 @dataclass
@@ -190,7 +90,7 @@ class Pipeline:
         mapping_set = self.mappings()
         resolver.begin_message(raw.source)
         out = Outcome(status=inbox.STATUS_PROCESSED,
-                      errors=[_describe(e) for e in extraction.errors])
+                      errors=[describe(e) for e in extraction.errors])
         lineage = Lineage(raw.id, raw.source)
         unassigned = 0
         if extraction.create_only:
@@ -230,9 +130,9 @@ class Pipeline:
                     out.resources.append(obs)
                 except UnassignedDeviceError as exc:
                     unassigned += 1
-                    out.errors.append(_describe(exc))
+                    out.errors.append(describe(exc))
                 except DataError as exc:
-                    out.errors.append(_describe(exc))
+                    out.errors.append(describe(exc))
         if sampled.periods and isinstance(resolver, StagedResolver):
             raise NeedsLock("sampled data")  # merged with the stored period: read under the lock
         out.resources = (given + resolver.take_new()
@@ -250,7 +150,7 @@ class Pipeline:
         try:
             out = self.convert(conn, raw, resolver)
         except DataError as exc:
-            out = Outcome(status=inbox.STATUS_FAILED, errors=[_describe(exc)])
+            out = Outcome(status=inbox.STATUS_FAILED, errors=[describe(exc)])
         if out.status in (inbox.STATUS_FAILED, inbox.STATUS_QUARANTINED):
             out.resources = []
         with self.telemetry.span("store", resources=len(out.resources)):
@@ -289,7 +189,7 @@ class Pipeline:
             except NeedsLock as exc:
                 return Prepared(raw.id, raw.source, raw.traceparent, epoch, fallback=exc.reason)
             except DataError as exc:
-                out = Outcome(status=inbox.STATUS_FAILED, errors=[_describe(exc)])
+                out = Outcome(status=inbox.STATUS_FAILED, errors=[describe(exc)])
             except Exception as exc:
                 if is_transient(exc, conn.engine):
                     raise
@@ -309,7 +209,7 @@ class Pipeline:
                 raw.id, raw.source, raw.traceparent, epoch, status=out.status,
                 error_text=out.error_text, notes_text=out.notes_text,
                 dead_letter=bool(out.errors) and out.status != inbox.STATUS_QUARANTINED,
-                staged=staged, refs=_refs_json(out.resources),
+                staged=staged, refs=refs_json(out.resources),
                 registrations=registrations,
                 new=resolver.bare if registrations else [],
                 rules=self.rules.read(observations) if observations else None,
@@ -345,24 +245,24 @@ class Pipeline:
         self._follow_epoch(conn)
         outcomes: list[tuple[str, str]] = []
         bound: dict[IdentityKey, str] = {}  # registered in this transaction by earlier runs
-        run = _Run()
+        run = Run()
         for p in batch:
             drop = self._checked(conn, p, bound, run)
             if drop is not None and run.conflicts(p):
                 outcomes += self._write_run(conn, run, bound, raw_of, resolver)
-                run = _Run()
+                run = Run()
                 drop = self._checked(conn, p, bound, run)
             if drop is not None:
                 run.add(p, drop)
                 continue
             outcomes += self._write_run(conn, run, bound, raw_of, resolver)
-            run = _Run()
+            run = Run()
             outcomes.append(self._under_lock(conn, raw_of(p.message_id), resolver))
         outcomes += self._write_run(conn, run, bound, raw_of, resolver)
         return outcomes
 
     def _checked(self, conn: Connection, p: Prepared, bound: dict[IdentityKey, str],
-                 run: _Run) -> set[tuple[str, str]] | None:
+                 run: Run) -> set[tuple[str, str]] | None:
         """None if ``p`` must be processed under the lock; else the keys of the Patients/Devices
         it would register that this transaction registered already (not written again)."""
         if p.fallback is not None or p.epoch != self.epoch:
@@ -380,14 +280,15 @@ class Pipeline:
                 drop.add((key[0], rid))
         return drop
 
-    def _write_run(self, conn: Connection, run: _Run, bound: dict[IdentityKey, str],
+    def _write_run(self, conn: Connection, run: Run, bound: dict[IdentityKey, str],
                    raw_of: Callable[[str], RawMessage], resolver: IdentityResolver
                    ) -> list[tuple[str, str]]:
         if not run.messages:
             return []
         savepoint = conn.begin_nested()
         try:
-            outcomes = self._write(conn, run, resolver)
+            outcomes = write_run(conn, run, resolver, rules=self.rules, router=self.router,
+                                 telemetry=self.telemetry)
         except Exception as exc:
             if is_transient(exc, conn.engine):
                 raise
@@ -401,66 +302,6 @@ class Pipeline:
         savepoint.commit()
         bound.update(run.proposed)
         return outcomes
-
-    def _write(self, conn: Connection, run: _Run, resolver: IdentityResolver
-               ) -> list[tuple[str, str]]:
-        for key, rid in run.proposed.items():
-            if registry.register(conn, key[0], Identifier(key[1], key[2]), rid) != rid:
-                raise StaleIdentity
-        with self.telemetry.span("store", batch=len(run.messages), resources=len(run.rows)):
-            # Which Observations changed matters only to routing them to destinations.
-            written = resources.write(conn, list(run.rows.values()), run.tokens,
-                                      unreported=None if self.router.routes else "Observation")
-        changed = {(w.res_type, w.res_id): w for w in written}
-        resolver.forget_content(changed)  # Patients/Devices given: their content moved
-        with self.telemetry.span("rules", batch=len(run.messages)):
-            derived_of = self._rules_of_run(conn, run)
-        items: list[tuple[str, resources.Written]] = []
-        finished: list[inbox.Finished] = []
-        outcomes: list[tuple[str, str]] = []
-        for index, (p, drop) in enumerate(run.messages):
-            with self.telemetry.message_trace(p.source, p.message_id, p.traceparent):
-                with self.telemetry.span("rules"):
-                    derived = derived_of[index]
-                    derived_written = resources.upsert(conn, derived, p.message_id)
-                if self.router.routes:  # (the filters read the content)
-                    mine = [k for k in p.staged.rows if k in changed and run.owner[k] == index]
-                    items += self.router.route(
-                        [changed[k] for k in mine] + derived_written,
-                        [orjson.loads(run.rows[k][-1]) for k in mine] + derived)
-                refs = p.refs
-                if drop or derived:  # (rarely: the prepared list is kept as its JSON)
-                    gone = {f"{t}/{i}" for t, i in drop}
-                    kept = [r for r in orjson.loads(refs or "[]") if r not in gone]
-                    refs = _refs_json(derived, kept)
-                items += p.replies
-                finished.append(inbox.Finished(p.message_id, p.status, p.error_text,
-                                               p.notes_text, refs))
-                if p.dead_letter:
-                    dead_letters.add_inbound(conn, p.message_id, "normalize", p.error_text or "")
-                outcomes.append((p.source, p.status))
-        with self.telemetry.span("outbox"):
-            outbox.enqueue(conn, items)
-        inbox.finish_many(conn, finished)
-        return outcomes
-
-    def _rules_of_run(self, conn: Connection, run: _Run) -> list[list[dict[str, Any]]]:
-        """Each message's rule outputs, evaluated in message order in one go (one read and one
-        write of each patient's rule state for the whole run)."""
-        found = self.rules.evaluate_reads(conn, [p.rules for p, _ in run.messages])
-        if found is None:  # the rules changed since prepare read them: one by one
-            return [self._rules(conn, p) for p, _ in run.messages]
-        return found
-
-    def _rules(self, conn: Connection, p: Prepared) -> list[dict[str, Any]]:
-        if p.rules is None:
-            return []
-        derived = self.rules.evaluate_read(conn, p.rules)
-        if derived is None:  # the rules changed since prepare read them: read them again
-            derived = self.rules.evaluate(conn, [orjson.loads(row[-1]) for key, row
-                                                 in p.staged.rows.items()
-                                                 if key[0] == "Observation"])
-        return derived
 
     def _under_lock(self, conn: Connection, raw: RawMessage, resolver: IdentityResolver
                     ) -> tuple[str, str]:
@@ -561,10 +402,3 @@ def _reader(conn: Connection, raws: dict[str, RawMessage]) -> Callable[[str], Ra
             raw.body = inbox.bodies(conn, [message_id]).get(message_id, b"")
         return raw
     return raw_of
-
-
-def _refs_json(resources: list[dict[str, Any]], before: list[str] | None = None) -> str | None:
-    """A message's lineage as ``inbox.finish`` stores it: the JSON list of its references
-    (made in prepare, so the committer only passes it on)."""
-    refs = (before or []) + [f"{r['resourceType']}/{r['id']}" for r in resources]
-    return orjson.dumps(refs).decode() if refs else None
