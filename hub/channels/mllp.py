@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -25,6 +26,20 @@ from hub.runtime import Hub
 
 log = logging.getLogger("hub.channels.mllp")
 TRANSPORTS = "hub.transports"
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the MLLP channel's event loop: uvloop's where installed (a dependency on Linux and
+    macOS), else asyncio's. A synchronous sender waits for every ACK, so the loop's own cost
+    per frame (read, timers, write, the writer thread's wake-up) is paid per message. Measured
+    back to back, ``bench.hl7_mllp --topology phases`` (12,000 ORUs, 8 senders, load 1.1-1.2):
+    listener CPU 562 vs 611 us a message, ACKs 1,409 vs 1,304 a second (uvloop vs asyncio)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def listener_class() -> Any:
@@ -131,7 +146,7 @@ class MllpThread:
             await self.channel.serve(self._stop)
 
         try:
-            asyncio.run(main())
+            run_loop(main())
         except BaseException as exc:  # surfaced by start(); logged without content
             self._failed = exc
             self.channel._ready.set()

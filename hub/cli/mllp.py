@@ -9,7 +9,7 @@ import threading
 
 import typer
 
-from hub.channels.mllp import MllpChannel, MllpThread
+from hub.channels.mllp import MllpChannel, MllpThread, run_loop
 from hub.errors import ConfigurationError
 from hub.runtime import Hub
 from hub.settings import Settings
@@ -67,7 +67,7 @@ def mllp(
         finally:
             await channel.stop()
 
-    asyncio.run(main())
+    run_loop(main())
     stop_worker.set()
     if thread is not None:
         thread.join(timeout=30)
