@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from sqlalchemy import select
 
 from hub.contracts import Identifier
 from hub.fhir.ids import registry_id
+from hub.pipeline import Pipeline
 from hub.rules import store as rule_store
 from hub.rules.cohort import Cohort, Event, Message, Patient, generate
+from hub.rules.engine import RulesEngine
 from hub.rules.evaluation import Output, as_text, score
 from hub.rules.outputs import RULE_TAG_SYSTEM
 from hub.runtime import Hub
@@ -99,31 +102,43 @@ def run(cohort: Cohort, mappings_dir: Path, progress: bool = True) -> tuple[list
         settings = Settings(database_url=url, env="test", mappings_dir=mappings_dir,
                             inline_worker=False, sqlite_synchronous="NORMAL")
         hub = Hub.build(settings, Telemetry.disabled())
-        rules = hub.pipeline.rules
-        with write_tx(hub.engine) as conn:
-            for p in cohort.patients:
-                for rule_id, params in p.overrides.items():
-                    rule_store.put_override(conn, _patient_ref(p.id), rule_id, params,
-                                            "simulation")
-        pending = list(cohort.messages)
-        index = 0
-        hours = cohort.days * 24  # the data ends here: later ticks would see a silence
         began = time.monotonic()
-        for hour in range(1, hours + 1):
-            now = cohort.start + timedelta(hours=hour)
-            while index < len(pending) and pending[index].at <= now:
-                m = pending[index]
-                inbox.receive(hub.engine, source=m.source, channel="http",
-                              content_type="application/json", body=orjson.dumps(m.body))
-                index += 1
-            drain(hub.pipeline, hub.engine, 64)
-            rules.tick(hub.engine, now, route=hub.pipeline.router.route)
+
+        def report(hour: int) -> None:
             if progress and hour % 168 == 0:
                 typer.echo(f"  simulated {hour // 24} days in {time.monotonic() - began:.0f} s",
                            err=True)
+
+        replay(cohort, hub, hub.pipeline, batch=64, after_hour=report)
         outputs, readings = _collect(hub, cohort)
         hub.engine.dispose()
     return outputs, readings
+
+
+def replay(cohort: Cohort, hub: Hub, pipeline: Pipeline, *, batch: int,
+           after_hour: Callable[[int], None] | None = None) -> None:
+    """Feed ``cohort`` through ``pipeline`` hour by hour: its patients' overrides first, then
+    each hour's messages received and drained (``batch`` per transaction) and the rules'
+    scheduler run at the hour's end; ``after_hour(hour)`` after each (progress, checks)."""
+    rules = pipeline.rules
+    assert isinstance(rules, RulesEngine), "a cohort is replayed with rules on"
+    with write_tx(hub.engine) as conn:
+        for p in cohort.patients:
+            for rule_id, params in p.overrides.items():
+                rule_store.put_override(conn, _patient_ref(p.id), rule_id, params, "simulation")
+    pending = list(cohort.messages)
+    index = 0
+    for hour in range(1, cohort.days * 24 + 1):  # the data ends there: later, a silence
+        now = cohort.start + timedelta(hours=hour)
+        while index < len(pending) and pending[index].at <= now:
+            m = pending[index]
+            inbox.receive(hub.engine, source=m.source, channel="http",
+                          content_type="application/json", body=orjson.dumps(m.body))
+            index += 1
+        drain(pipeline, hub.engine, batch)
+        rules.tick(hub.engine, now, route=pipeline.router.route)
+        if after_hour is not None:
+            after_hour(hour)
 
 
 def _collect(hub: Hub, cohort: Cohort) -> tuple[list[Output], int]:

@@ -6,7 +6,6 @@ what decoding its row would give."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from hub.cli.simulate import _patient_ref
+from hub.cli.simulate import replay as replay_cohort
 from hub.pipeline import Pipeline
 from hub.rules import store as rule_store
 from hub.rules.cohort import Cohort, generate
@@ -23,11 +22,9 @@ from hub.rules.outputs import RULE_TAG_SYSTEM
 from hub.rules.statecache import StateCache
 from hub.runtime import Hub
 from hub.settings import Settings
-from hub.store import inbox
-from hub.store.db import upgrade, write_tx
+from hub.store.db import upgrade
 from hub.store.models import Resource, RulePatientState
 from hub.telemetry import Telemetry
-from hub.worker import drain
 from tests.conftest import REPO
 
 
@@ -61,21 +58,13 @@ def replay(cohort: Cohort, tmp: Path, cache: int, batch: int
     rules = RulesEngine(REPO / "mappings" / "rules", state_cache=cache)
     pipeline = Pipeline(connectors=hub.connectors, mappings=hub.mappings, rules=rules,
                         router=hub.pipeline.router)
-    with write_tx(hub.engine) as conn:
-        for p in cohort.patients:
-            for rule_id, params in p.overrides.items():
-                rule_store.put_override(conn, _patient_ref(p.id), rule_id, params, "test")
-    pending, index, cached = list(cohort.messages), 0, 0
-    for hour in range(1, cohort.days * 24 + 1):
-        now = cohort.start + timedelta(hours=hour)
-        while index < len(pending) and pending[index].at <= now:
-            m = pending[index]
-            inbox.receive(hub.engine, source=m.source, channel="http",
-                          content_type="application/json", body=orjson.dumps(m.body))
-            index += 1
-        drain(pipeline, hub.engine, batch)
+    cached = 0
+
+    def check(_hour: int) -> None:
+        nonlocal cached
         cached = max(cached, check_cache(rules))
-        rules.tick(hub.engine, now, route=pipeline.router.route)
+
+    replay_cohort(cohort, hub, pipeline, batch=batch, after_hour=check)
     assert (cached > 0) == (cache > 0)
     with hub.engine.connect() as conn:
         # what the rules wrote (the readings' own meta.source names random inbox ids)
