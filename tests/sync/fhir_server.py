@@ -280,7 +280,9 @@ def build_app(state: State | None = None) -> Starlette:
             return _transaction(entries)
         out = []
         for entry in entries:
-            if st.config["entry_p500"] and rng.random() < st.config["entry_p500"]:
+            st.counters["entries"] += 1  # exact rate, as the request faults above
+            if st.config["entry_p500"] and \
+                    st.counters["entries"] % round(1 / st.config["entry_p500"]) == 7:
                 st.counters["entry_faults"] += 1
                 out.append({"response": {"status": "500 Internal Server Error"}})
                 continue
