@@ -28,7 +28,7 @@ from hub.contracts import Identifier, Measurement, PatientMerge
 from hub.errors import UnassignedDeviceError, UnregisteredIdentityError
 from hub.fhir.ids import registry_id
 from hub.identity.modes import CREATE, IdentityModes, Mode
-from hub.store import inbox, merge, registry, resources
+from hub.store import merge, quarantine, registry, resources
 from hub.store.resources import Written
 
 _CACHE_LIMIT = 100_000
@@ -76,6 +76,11 @@ class IdentityResolver:
         if found is not None:
             return found
         found = registry.lookup(conn, res_type, ident)
+        if found is None and not create:
+            # Quarantined for want of it: read again under the lock a registration releasing
+            # for it takes (hub.store.quarantine), so one of the two sees the other.
+            quarantine.awaiting(conn, key)
+            found = registry.lookup(conn, res_type, ident)
         if found is None:
             if not create:
                 return None
@@ -91,7 +96,7 @@ class IdentityResolver:
         found = self._resolve(conn, "Device", ident, create=self.mode == CREATE)
         if found is None:
             raise UnregisteredIdentityError("unknown device: not in the registry (identity mode "
-                                            "lookup)")
+                                            "lookup)", waits=_key("Device", ident))
         return found
 
     def patient_by_identifier(self, conn: Connection, ident: Identifier) -> str:
@@ -104,11 +109,18 @@ class IdentityResolver:
             found = self._resolve(conn, "Patient", m.patient, create=self.mode == CREATE)
             if found is None:
                 raise UnregisteredIdentityError("unknown patient: not in the registry (identity "
-                                                "mode lookup)", location=m.location)
+                                                "mode lookup)", location=m.location,
+                                                waits=_key("Patient", m.patient))
             return found
         found = registry.patient_at(conn, device_id, m.time)
         if found is None:
-            raise UnassignedDeviceError("unassigned device", location=m.location)
+            # The message will wait for an assignment of this device: read again under the lock
+            # an assignment releasing for it takes (hub.store.quarantine).
+            waits = _key("Device", m.device)
+            quarantine.awaiting(conn, waits)
+            found = registry.patient_at(conn, device_id, m.time)
+            if found is None:
+                raise UnassignedDeviceError("unassigned device", location=m.location, waits=waits)
         return found
 
     def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,7 +137,7 @@ class IdentityResolver:
         it (an upsert that changes nothing) is most of the cost of storing it again.
         """
         renamed: dict[str, str] = {}
-        fresh = False
+        fresh: list[quarantine.IdentityKey] = []
         for res in given:
             rtype, idents = res["resourceType"], registry.identifiers_of(res)
             known = [self._cached(conn, k) for k in ((rtype, i.system, i.value) for i in idents)]
@@ -142,7 +154,8 @@ class IdentityResolver:
                 if cached != rid:
                     now, new = registry.bind(conn, rtype, ident, rid)
                     self._pending[(rtype, ident.system, ident.value)] = now
-                    fresh = fresh or new
+                    if new:
+                        fresh.append(_key(rtype, ident))
         if renamed:
             for res in given:
                 repoint(res, renamed)
@@ -163,7 +176,7 @@ class IdentityResolver:
         that resource. An identifier already bound to another resource keeps its binding; the
         returned notes say so (ids only, never identifier values)."""
         notes: list[str] = []
-        fresh = False
+        fresh: list[quarantine.IdentityKey] = []
         for res in stated:
             rtype = res.get("resourceType")
             if rtype not in ("Patient", "Device"):
@@ -174,7 +187,8 @@ class IdentityResolver:
                     continue
                 bound, new = registry.bind(conn, rtype, ident, res["id"])
                 self._pending[key] = bound
-                fresh = fresh or new
+                if new:
+                    fresh.append(key)
                 if bound != res["id"]:
                     notes.append(f"{rtype}/{res['id']} identifier[{n}] is already bound to "
                                  f"{rtype}/{bound}: readings naming it go there (only a patient "
@@ -192,11 +206,13 @@ class IdentityResolver:
                 with _SHARED_LOCK:
                     self._shared.pop(key, None)
 
-    def _release_if(self, conn: Connection, fresh: bool) -> None:
-        """A registration some lookup-mode source may be waiting for: put quarantined messages
-        back in the queue (those still unplaced return to quarantine)."""
+    def _release_if(self, conn: Connection, fresh: list[quarantine.IdentityKey]) -> None:
+        """Identifiers registered here that some lookup-mode source may be waiting for: put the
+        quarantined messages waiting for them back in the queue (those still unplaced return to
+        quarantine, waiting for what they still lack)."""
         if fresh and self._modes.any_lookup:
-            inbox.requeue_in(conn, status=inbox.STATUS_QUARANTINED)
+            quarantine.releasing(conn, fresh)
+            quarantine.release(conn, fresh)
 
     def apply_merges(self, conn: Connection, merges: list[PatientMerge],
                      message_id: str | None) -> list[Written]:
@@ -246,6 +262,10 @@ class IdentityResolver:
         self.new_resources = []
         # A savepoint's rollback also releases the epoch share lock taken inside it: check again.
         self._epoch = None
+
+
+def _key(res_type: str, ident: Identifier) -> quarantine.IdentityKey:
+    return (res_type, ident.system, ident.value)
 
 
 def repoint(node: Any, renamed: dict[str, str]) -> None:

@@ -30,7 +30,7 @@ from hub.pipeline.runs import Run, write_run
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.staging import IdentityKey, NeedsLock, Prepared, StagedResolver
-from hub.store import dead_letters, inbox, outbox, registry, resources, search
+from hub.store import dead_letters, inbox, outbox, quarantine, registry, resources, search
 from hub.store.db import is_postgres, is_transient, write_tx
 from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
@@ -131,6 +131,8 @@ class Pipeline:
                 except UnassignedDeviceError as exc:
                     unassigned += 1
                     out.errors.append(describe(exc))
+                    if exc.waits is not None:
+                        out.waits.add(exc.waits)
                 except DataError as exc:
                     out.errors.append(describe(exc))
         if sampled.periods and isinstance(resolver, StagedResolver):
@@ -168,6 +170,8 @@ class Pipeline:
         refs = [f"{r['resourceType']}/{r['id']}" for r in out.resources + derived] + out.matched
         inbox.finish(conn, raw.id, out.status, error=out.error_text, resource_refs=refs,
                      notes=out.notes_text)
+        if out.status == inbox.STATUS_QUARANTINED:  # released when a change resolves one
+            quarantine.hold(conn, raw.id, out.waits)
         if out.errors and out.status != inbox.STATUS_QUARANTINED:
             dead_letters.add_inbound(conn, raw.id, "normalize", out.error_text or "")
         return out
