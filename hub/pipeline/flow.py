@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from hub.contracts import Extraction, Identifier, RawMessage
-from hub.errors import DataError, UnassignedDeviceError
+from hub.contracts import Extraction, Identifier, Measurement, RawMessage
+from hub.errors import DataError, UnassignedDeviceError, UnregisteredIdentityError
 from hub.identity import IdentityModes, IdentityResolver
 from hub.identity.modes import CREATE
 from hub.mappings.catalogue import MappingSet
@@ -51,6 +51,22 @@ def _drop_matched(conn: Connection, extraction: Extraction, message_id: str) -> 
         extraction.patients = [r for r in extraction.patients if keep(r)]
         extraction.devices = [r for r in extraction.devices if keep(r)]
     return list(matches.values())
+
+
+def _waits(conn: Connection, resolver: Resolver, m: Measurement,
+           exc: UnassignedDeviceError) -> set[tuple[str, str, str]]:
+    """What the reading that raised ``exc`` waits for: the key ``exc`` names and, when that is
+    its device unregistered, its patient too if that is unregistered as well (so the message
+    waits for both, and either registration releases it)."""
+    waits = {exc.waits} if exc.waits is not None else set()
+    if isinstance(exc, UnregisteredIdentityError) and exc.waits is not None \
+            and exc.waits[0] == "Device" and m.patient is not None:
+        try:
+            resolver.patient(conn, m, "")  # a named patient: by identifier (no device needed)
+        except UnassignedDeviceError as also:
+            if also.waits is not None:
+                waits.add(also.waits)
+    return waits
 
 
 @dataclass
@@ -131,8 +147,7 @@ class Pipeline:
                 except UnassignedDeviceError as exc:
                     unassigned += 1
                     out.errors.append(describe(exc))
-                    if exc.waits is not None:
-                        out.waits.add(exc.waits)
+                    out.waits |= _waits(conn, resolver, m, exc)
                 except DataError as exc:
                     out.errors.append(describe(exc))
         if sampled.periods and isinstance(resolver, StagedResolver):

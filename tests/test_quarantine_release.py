@@ -1,0 +1,263 @@
+"""Quarantine releases: a registry change puts back in the queue only the quarantined messages
+waiting for what it touched (hub.store.quarantine), through hub.identity.admin and the real
+pipeline, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import orjson
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from hub.contracts import Identifier
+from hub.identity import admin
+from hub.runtime import Hub
+from hub.store import inbox, quarantine
+from hub.store.db import is_postgres, upgrade, write_tx
+from hub.store.models import InboundMessage, Resource
+from hub.telemetry import Telemetry
+from hub.worker import drain
+from tests.conftest import PG_ADMIN_URL, make_settings
+from tests.readings import BASE_TIME, canonical
+
+DEVICE_SYSTEM = "urn:iomt-fhir-hub:device"
+PATIENT_SYSTEM = "urn:iomt-fhir-hub:patient"
+
+
+def dev(value: str) -> tuple[str, str, str]:
+    return ("Device", DEVICE_SYSTEM, value)
+
+
+def pat(value: str) -> tuple[str, str, str]:
+    return ("Patient", PATIENT_SYSTEM, value)
+
+
+def device(value: str) -> Identifier:
+    return Identifier(DEVICE_SYSTEM, value)
+
+
+def patient(value: str) -> Identifier:
+    return Identifier(PATIENT_SYSTEM, value)
+
+
+def build(url: str) -> Hub:
+    """The canonical source in lookup mode."""
+    return Hub.build(make_settings(url, identity_modes={"hub": "lookup"}), Telemetry.disabled())
+
+
+@pytest.fixture
+def lookup_hub(db_url: str) -> Iterator[Hub]:
+    built = build(db_url)
+    yield built
+    built.engine.dispose()
+
+
+def quarantined(hub: Hub, body: dict) -> str:
+    """Receive ``body``, process the queue; the message must end in quarantine."""
+    message_id = inbox.receive(hub.engine, source="hub", channel="test",
+                               content_type="application/json",
+                               body=orjson.dumps(body)).message_id
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, message_id) == "quarantined"
+    return message_id
+
+
+def state(hub: Hub, message_id: str) -> str:
+    found = inbox.get(hub.engine, message_id)
+    assert found is not None
+    return str(found["status"])
+
+
+def waits(hub: Hub, message_id: str) -> list[tuple[str, str, str]]:
+    with hub.engine.connect() as conn:
+        return quarantine.waits(conn, message_id)
+
+
+def statuses(hub: Hub) -> dict[str, int]:
+    return inbox.counts_by_status(hub.engine)
+
+
+def test_a_registration_releases_only_the_messages_waiting_for_it(lookup_hub: Hub) -> None:
+    hub = lookup_hub
+    a = quarantined(hub, canonical(1, device="cuff-a", patient=None))
+    b = quarantined(hub, canonical(1, device="cuff-b", patient=None))
+    c = quarantined(hub, canonical(1, device="cuff-c", patient="p-c"))
+    assert (waits(hub, a), waits(hub, b)) == ([dev("cuff-a")], [dev("cuff-b")])
+    assert waits(hub, c) == [dev("cuff-c"), pat("p-c")]  # neither is registered
+
+    assert admin.register_device(hub.engine, [device("cuff-a")]).released == 1
+    assert [state(hub, m) for m in (a, b, c)] == ["received", "quarantined", "quarantined"]
+    assert waits(hub, a) == []  # out of quarantine: no longer waiting
+    drain(hub.pipeline, hub.engine, 10)
+    held = inbox.get(hub.engine, a)
+    assert held is not None and held["status"] == "quarantined"
+    assert "unassigned device" in held["error"]
+    assert waits(hub, a) == [dev("cuff-a")]  # now for its assignment
+
+    # A patient nobody waits for: nothing released. Then the assignment releases cuff-a only.
+    assert admin.register_patient(hub.engine, [patient("p-1")]).released == 0
+    made = admin.assign(hub.engine, device("cuff-a"), patient("p-1"), BASE_TIME)
+    assert made.released == 1
+    assert [state(hub, m) for m in (a, b, c)] == ["received", "quarantined", "quarantined"]
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, a) == "processed" and waits(hub, a) == []
+    # Registering c's patient releases c (it waits for both; its device is still unknown).
+    assert admin.register_patient(hub.engine, [patient("p-c")]).released == 1
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, c) == "quarantined" and waits(hub, c) == [dev("cuff-c")]
+    # Nothing acknowledged was lost: each message is processed or still waits.
+    assert statuses(hub) == {"processed": 1, "quarantined": 2}
+    assert waits(hub, b) == [dev("cuff-b")]
+
+
+@pytest.mark.parametrize("first", ["device", "patient"])
+def test_a_message_waiting_for_two_identifiers_is_placed_once_both_resolve(
+        lookup_hub: Hub, first: str) -> None:
+    """A reading naming an unknown cuff and an unknown patient waits for both: either
+    registration releases it, and it returns to quarantine waiting for the other, which then
+    releases it for good."""
+    hub = lookup_hub
+    message = quarantined(hub, canonical(2, device="cuff-d", patient="p-d"))
+    assert waits(hub, message) == [dev("cuff-d"), pat("p-d")]
+
+    def register(which: str) -> int:
+        if which == "device":
+            return admin.register_device(hub.engine, [device("cuff-d")]).released
+        return admin.register_patient(hub.engine, [patient("p-d")]).released
+
+    second = "patient" if first == "device" else "device"
+    assert register(first) == 1
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, message) == "quarantined"
+    assert waits(hub, message) == [pat("p-d") if first == "device" else dev("cuff-d")]
+    assert register(second) == 1
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, message) == "processed" and waits(hub, message) == []
+    with hub.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Resource)
+                            .where(Resource.res_type == "Observation")).scalar_one() == 2
+
+
+def test_assigning_or_unassigning_a_device_releases_only_the_messages_waiting_for_it(
+        hub: Hub) -> None:
+    """Create mode (the ``hub`` fixture): cuffs register on first sight; readings without a
+    patient wait for their cuff's assignment."""
+    x = quarantined(hub, canonical(1, device="cuff-x", patient=None, start=120))  # 10:00
+    y = quarantined(hub, canonical(1, device="cuff-y", patient=None))
+    assert (waits(hub, x), waits(hub, y)) == ([dev("cuff-x")], [dev("cuff-y")])
+    admin.register_patient(hub.engine, [patient("ann")])
+
+    # An assignment that does not cover x's reading: released, and back, still waiting.
+    made = admin.assign(hub.engine, device("cuff-x"), patient("ann"),
+                        BASE_TIME + timedelta(hours=3))
+    assert made.released == 1 and state(hub, y) == "quarantined"
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, x) == "quarantined" and waits(hub, x) == [dev("cuff-x")]
+    ended = admin.unassign(hub.engine, device("cuff-x"), BASE_TIME + timedelta(hours=4))
+    assert ended.released == 1 and state(hub, y) == "quarantined"
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, x) == "quarantined"
+    # One that covers it.
+    assert admin.assign(hub.engine, device("cuff-x"), patient("ann"), BASE_TIME,
+                        BASE_TIME + timedelta(hours=3)).released == 1
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, x) == "processed" and state(hub, y) == "quarantined"
+    assert waits(hub, y) == [dev("cuff-y")]
+
+
+def test_a_registration_in_a_message_releases_the_readings_waiting_for_it(
+        lookup_hub: Hub) -> None:
+    """A FHIR Patient a message states registers its identifiers (hub.identity.resolver): the
+    readings waiting for that patient are released, the others stay."""
+    hub = lookup_hub
+    admin.register_device(hub.engine, [device("cuff-e")])
+    waiting = quarantined(hub, canonical(1, device="cuff-e", patient="p-e"))
+    other = quarantined(hub, canonical(1, device="cuff-e", patient="p-f"))
+    assert waits(hub, waiting) == [pat("p-e")]
+    body = orjson.dumps({"resourceType": "Patient",
+                         "identifier": [{"system": PATIENT_SYSTEM, "value": "p-e"}]})
+    inbox.receive(hub.engine, source="fhir", channel="test", content_type="application/fhir+json",
+                  body=body)
+    drain(hub.pipeline, hub.engine, 10)
+    assert state(hub, waiting) == "processed"
+    assert state(hub, other) == "quarantined" and waits(hub, other) == [pat("p-f")]
+
+
+def test_a_hold_that_cannot_be_stored_waits_for_any_change(lookup_hub: Hub) -> None:
+    """An identifier longer than the registry stores can never be registered: the message
+    waits for any change (as every message did), never for nothing."""
+    hub = lookup_hub
+    message = quarantined(hub, canonical(1, device="c" * 250, patient=None))
+    assert waits(hub, message) == [quarantine.ANY]
+    assert admin.register_patient(hub.engine, [patient("anyone")]).released == 1
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A database with no schema yet: once SQLite, once PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/old.db"
+        return
+    request.applymarker(pytest.mark.postgres)
+    base: str = request.getfixturevalue("postgres_url")  # skips or fails as the suite does
+    name = f"hub_q_{uuid.uuid4().hex[:10]}"
+    server = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.rsplit("/", 1)[0] + f"/{name}"
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+def test_messages_quarantined_before_the_migration_are_released_by_any_change(
+        empty_url: str) -> None:
+    upgrade(empty_url, "0009")  # before inbox_hold existed
+    hub = None
+    try:
+        old = create_engine(empty_url.replace("postgresql://", "postgresql+psycopg://"))
+        held = [inbox.receive(old, source="hub", channel="test", content_type="application/json",
+                              body=orjson.dumps(canonical(1, device=f"cuff-{n}", patient=None)),
+                              status="quarantined").message_id for n in (1, 2)]
+        old.dispose()
+        upgrade(empty_url)
+        hub = build(empty_url)
+        assert [waits(hub, m) for m in held] == [[quarantine.ANY]] * 2
+        # A change that concerns neither releases both, as every change did before.
+        assert admin.register_patient(hub.engine, [patient("someone")]).released == 2
+        drain(hub.pipeline, hub.engine, 10)
+        assert [state(hub, m) for m in held] == ["quarantined"] * 2
+        assert [waits(hub, m) for m in held] == [[dev("cuff-1")], [dev("cuff-2")]]
+        assert admin.register_patient(hub.engine, [patient("another")]).released == 0
+        assert admin.register_device(hub.engine, [device("cuff-2")]).released == 1
+        with hub.engine.connect() as conn:  # nothing acknowledged was lost
+            assert conn.execute(select(func.count()).select_from(InboundMessage)
+                                ).scalar_one() == 2
+    finally:
+        if hub is not None:
+            hub.engine.dispose()
+
+
+def test_on_postgres_a_worker_awaiting_a_key_holds_off_a_change_releasing_it(
+        db_url: str) -> None:
+    """The lock that keeps a worker quarantining for a key and a change resolving it from
+    missing each other's uncommitted writes (hub.store.quarantine): deterministic, no timing."""
+    hub = build(db_url)
+    try:
+        if not is_postgres(hub.engine):
+            pytest.skip("SQLite has one writer at a time: nothing to lock")
+        probe = "SELECT pg_try_advisory_xact_lock(%s)"
+        with write_tx(hub.engine) as worker:
+            quarantine.awaiting(worker, dev("cuff-z"))
+            with hub.engine.connect() as change:
+                taken = change.exec_driver_sql(
+                    probe, (quarantine._lock_id(dev("cuff-z")),)).scalar_one()
+                other = change.exec_driver_sql(
+                    probe, (quarantine._lock_id(dev("cuff-w")),)).scalar_one()
+                change.rollback()
+        assert (taken, other) == (False, True)
+    finally:
+        hub.engine.dispose()
