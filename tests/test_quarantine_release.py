@@ -21,6 +21,7 @@ from hub.store.models import InboundMessage, Resource
 from hub.telemetry import Telemetry
 from hub.worker import drain
 from tests.conftest import PG_ADMIN_URL, make_settings
+from tests.hl7v2_fhir.test_identity import OID_A, SYS_A, adt, oru
 from tests.readings import BASE_TIME, canonical
 
 DEVICE_SYSTEM = "urn:iomt-fhir-hub:device"
@@ -259,5 +260,35 @@ def test_on_postgres_a_worker_awaiting_a_key_holds_off_a_change_releasing_it(
                     probe, (quarantine._lock_id(dev("cuff-w")),)).scalar_one()
                 change.rollback()
         assert (taken, other) == (False, True)
+    finally:
+        hub.engine.dispose()
+
+
+def test_a_merge_releases_the_readings_waiting_for_the_identifiers_it_binds(db_url: str) -> None:
+    """HL7v2 in lookup mode: an ORU naming an MRN nobody registered waits for it; an ADT^A40
+    merging that MRN into a registered patient binds it, and releases that ORU only."""
+    hub = Hub.build(make_settings(db_url, identity_modes={"hl7v2": "lookup"}),
+                    Telemetry.disabled())
+    try:
+        def hl7(body: bytes) -> str:
+            message_id = inbox.receive(hub.engine, source="hl7v2", channel="test",
+                                       content_type="x-application/hl7-v2+er7",
+                                       body=body).message_id
+            drain(hub.pipeline, hub.engine, 10)
+            return message_id
+
+        waiting = hl7(oru("O1", f"MRN-9^^^H&{OID_A}&ISO^MR", 72))
+        other = hl7(oru("O2", f"MRN-8^^^H&{OID_A}&ISO^MR", 73))
+        assert [state(hub, m) for m in (waiting, other)] == ["quarantined"] * 2
+        assert waits(hub, waiting) == [("Patient", SYS_A, "MRN-9")]
+        assert state(hub, hl7(adt("A04", "A1", f"MRN-1^^^H&{OID_A}&ISO^MR"))) == "processed"
+        assert [state(hub, m) for m in (waiting, other)] == ["quarantined"] * 2
+        merged = hl7(adt("A40", "M1", f"MRN-1^^^H&{OID_A}&ISO^MR",
+                         extra=f"MRG|MRN-9^^^H&{OID_A}&ISO^MR"))
+        assert state(hub, merged) == "processed"
+        drain(hub.pipeline, hub.engine, 10)
+        assert state(hub, waiting) == "processed"
+        assert state(hub, other) == "quarantined" and waits(hub, other) == [
+            ("Patient", SYS_A, "MRN-8")]
     finally:
         hub.engine.dispose()

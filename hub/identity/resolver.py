@@ -228,6 +228,9 @@ class IdentityResolver:
             merged = {found for ident in m.merged
                       if (found := registry.lookup(conn, "Patient", ident)) is not None}
             written += merge.merge_patients(conn, survivor, merged, m.merged, message_id)
+            # The survivor's and the merged identifiers may be bound only now: the readings
+            # waiting for them can be placed.
+            self._release_if(conn, [_key("Patient", i) for i in [m.survivor, *m.merged]])
         return written
 
     def invalidate(self, epoch: int | str | None = None) -> None:
