@@ -12,7 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from hub.contracts import Identifier
+from hub.contracts import Identifier, RawMessage
 from hub.identity import admin
 from hub.runtime import Hub
 from hub.store import inbox, quarantine
@@ -292,3 +292,39 @@ def test_a_merge_releases_the_readings_waiting_for_the_identifiers_it_binds(db_u
             ("Patient", SYS_A, "MRN-8")]
     finally:
         hub.engine.dispose()
+
+
+def test_registrations_on_first_sight_release_the_readings_waiting_for_them(
+        lookup_hub: Hub) -> None:
+    """HL7v2 in create mode registers what it names (a prepared message: the commit registers
+    and releases); canonical readings in lookup mode waiting for those MRNs are released, each
+    by the message that registers its MRN: an ADT's Patient, an ORU's PID-3 seen first."""
+    hub = lookup_hub
+    admin.register_device(hub.engine, [device("cuff-g")])
+
+    def naming(mrn: str) -> dict:
+        body = canonical(1, device="cuff-g", patient=None)
+        body["patient"] = {"id": mrn, "system": SYS_A}
+        return body
+
+    by_adt = quarantined(hub, naming("MRN-5"))
+    by_oru = quarantined(hub, naming("MRN-6"))
+    assert waits(hub, by_adt) == [("Patient", SYS_A, "MRN-5")]
+
+    def hl7(body: bytes) -> None:
+        message_id = inbox.receive(hub.engine, source="hl7v2", channel="test",
+                                   content_type="x-application/hl7-v2+er7", body=body).message_id
+        drain(hub.pipeline, hub.engine, 10)
+        assert state(hub, message_id) == "processed"
+
+    registering = adt("A04", "A1", f"MRN-5^^^H&{OID_A}&ISO^MR")
+    with hub.engine.connect() as conn:  # prepared (no longer sent to the lock for releasing)
+        prepared = hub.pipeline.prepare(conn, RawMessage(
+            "m", "hl7v2", "x-application/hl7-v2+er7", registering, BASE_TIME))
+    assert prepared.fallback is None
+    assert ("Patient", SYS_A, "MRN-5") in [key for key, _ in prepared.registrations]
+    hl7(registering)
+    assert (state(hub, by_adt), state(hub, by_oru)) == ("processed", "quarantined")
+    hl7(oru("O1", f"MRN-6^^^H&{OID_A}&ISO^MR", 70))
+    assert state(hub, by_oru) == "processed"
+    assert statuses(hub) == {"processed": 4}

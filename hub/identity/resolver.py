@@ -4,7 +4,10 @@ The patient comes from the payload when the source names one, else from the devi
 at the reading's time; with neither, the reading cannot be placed (UnassignedDeviceError → the
 message is quarantined until an assignment covering it is added). An identifier not yet in the
 registry is registered on first sight in identity mode ``create``; in mode ``lookup`` the reading
-waits in quarantine until it is registered (``hub.identity.modes``).
+waits in quarantine until it is registered (``hub.identity.modes``). What a quarantined
+message waits for is the identifier it failed on (``UnassignedDeviceError.waits``); identifiers
+this resolver binds for the first time release the messages waiting for them
+(``hub.store.quarantine``, when some source is in lookup mode).
 
 Found ids are cached per process (the ``shared`` dict). Identifiers never change their id except
 by a patient merge, which bumps the registry epoch in its transaction; each transaction checks
@@ -50,6 +53,8 @@ class IdentityResolver:
         self._modes = modes or IdentityModes()
         self.mode: Mode = self._modes.default
         self._epoch: str | None = None  # the registry epoch this transaction read, once read
+        # Keys this transaction holds quarantine.awaiting's lock on: read under it from then on.
+        self._awaited: set[quarantine.IdentityKey] = set()
 
     def begin_message(self, source: str) -> None:
         self.mode = self._modes.of(source)
@@ -76,15 +81,15 @@ class IdentityResolver:
         if found is not None:
             return found
         found = registry.lookup(conn, res_type, ident)
-        if found is None and not create:
+        if found is None and not create and self._await(conn, key):
             # Quarantined for want of it: read again under the lock a registration releasing
             # for it takes (hub.store.quarantine), so one of the two sees the other.
-            quarantine.awaiting(conn, key)
             found = registry.lookup(conn, res_type, ident)
         if found is None:
             if not create:
                 return None
             found = registry.register(conn, res_type, ident, registry_id(res_type, ident))
+            self._release_if(conn, [key])  # a lookup-mode source's reading may wait for it
             self.new_resources.append({
                 "resourceType": res_type, "id": found,
                 "identifier": [{"system": ident.system, "value": ident.value}],
@@ -117,11 +122,19 @@ class IdentityResolver:
             # The message will wait for an assignment of this device: read again under the lock
             # an assignment releasing for it takes (hub.store.quarantine).
             waits = _key("Device", m.device)
-            quarantine.awaiting(conn, waits)
-            found = registry.patient_at(conn, device_id, m.time)
+            if self._await(conn, waits):
+                found = registry.patient_at(conn, device_id, m.time)
             if found is None:
                 raise UnassignedDeviceError("unassigned device", location=m.location, waits=waits)
         return found
+
+    def _await(self, conn: Connection, key: quarantine.IdentityKey) -> bool:
+        """Whether what was read of ``key`` must be read again: its lock taken just now (once
+        per transaction; SQLite takes none, its one writer already excludes the change)."""
+        if key in self._awaited:
+            return False
+        self._awaited.add(key)
+        return quarantine.awaiting(conn, key)
 
     def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Bind every business identifier of the Patients/Devices a message gives (ADT PID-3,
@@ -258,10 +271,12 @@ class IdentityResolver:
                     self._shared[EPOCH_KEY] = epoch
                 self._shared.update(self._pending)
         self._pending.clear()
+        self._awaited.clear()
         self.new_resources = []
 
     def rolled_back(self) -> None:
         self._pending.clear()
+        self._awaited.clear()  # a savepoint's rollback releases the locks taken inside it
         self.new_resources = []
         # A savepoint's rollback also releases the epoch share lock taken inside it: check again.
         self._epoch = None

@@ -197,8 +197,7 @@ class Pipeline:
         """Everything ``raw`` will write, made without writing (module docstring); ``conn``
         only reads. ``epoch``: the committer's identity epoch this is prepared under."""
         epoch = self.epoch if epoch is None else epoch
-        resolver = StagedResolver(self.staged_identities,
-                                  releases=self.identity_modes.any_lookup)
+        resolver = StagedResolver(self.staged_identities)
         with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
             if self.identity_modes.of(raw.source) != CREATE:  # unknown identifiers quarantine
                 return Prepared(raw.id, raw.source, raw.traceparent, epoch,
@@ -307,7 +306,8 @@ class Pipeline:
         savepoint = conn.begin_nested()
         try:
             outcomes = write_run(conn, run, resolver, rules=self.rules, router=self.router,
-                                 telemetry=self.telemetry)
+                                 telemetry=self.telemetry,
+                                 releases=self.identity_modes.any_lookup)
         except Exception as exc:
             if is_transient(exc, conn.engine):
                 raise

@@ -4,12 +4,22 @@ A message is quarantined (``inbox.STATUS_QUARANTINED``) when none of its reading
 placed for want of identity: an identifier not registered (identity mode lookup), or a device
 with no assignment covering a reading's time. ``hold`` records, in the transaction that
 quarantines it, the identity keys ``(type, system, value)`` it waits for, one ``inbox_hold`` row
-each (a message may wait for several: readings of two unknown cuffs); an unassigned device waits
+each (a message may wait for several: a reading naming an unknown cuff and an unknown patient
+waits for both; an HL7v2 message's readings may name several devices); an unassigned device waits
 under the identifier the reading names it by. ``release`` puts back in the queue the quarantined
 messages waiting for any of the keys a registry change touched and drops their holds, so an
 enrolment costs work in proportion to the messages it concerns, not to the whole quarantine.
 A released message that is still unplaced (its other identifier is still unknown, or the new
 assignment does not cover it) is quarantined again with what it waits for now.
+
+Who releases: ``hub.identity.admin`` (an operator registers a device or patient: all its
+identifiers; assigns or unassigns a device: all the device's identifiers),
+``hub.identity.resolver`` (identifiers a message binds for the first time: a Patient or Device
+it states, one a create-mode source sees first, an ADT^A40 merge), and ``hub.pipeline.runs``
+(the identifiers a commit of prepared messages registers); the pipeline's only when some source
+is in identity mode lookup. Messages leave quarantine through ``release`` (``inbox.requeue`` of
+quarantined messages would leave their holds behind: inert, since a release matches the status
+too, and ``hold`` replaces a message's holds when it is quarantined again).
 
 A table rather than a column of ``inbound_message``: a message may wait for several keys, and a
 release finds its messages by key through the index ``ix_inbox_hold_key`` (one probe per key)
@@ -94,11 +104,14 @@ def _lock_id(key: IdentityKey) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def awaiting(conn: Connection, key: IdentityKey) -> None:
-    """About to conclude that ``key`` is unresolved (read it again after this): on PostgreSQL,
-    hold a shared lock on it until this transaction ends (module docstring)."""
-    if is_postgres(conn.engine):
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%s)", (_lock_id(key),))
+def awaiting(conn: Connection, key: IdentityKey) -> bool:
+    """About to conclude that ``key`` is unresolved: on PostgreSQL, hold a shared lock on it
+    until this transaction ends (module docstring) and return True: read it again now, and what
+    is read from then on stands until commit. SQLite: nothing to do, False."""
+    if not is_postgres(conn.engine):
+        return False
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%s)", (_lock_id(key),))
+    return True
 
 
 def releasing(conn: Connection, keys: Iterable[IdentityKey]) -> None:
