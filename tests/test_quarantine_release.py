@@ -4,6 +4,8 @@ pipeline, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -328,3 +330,52 @@ def test_registrations_on_first_sight_release_the_readings_waiting_for_them(
     hl7(oru("O1", f"MRN-6^^^H&{OID_A}&ISO^MR", 70))
     assert state(hub, by_oru) == "processed"
     assert statuses(hub) == {"processed": 4}
+
+
+def test_on_postgres_a_reading_processed_during_a_registration_sees_it_or_is_released(
+        db_url: str) -> None:
+    """The race the lock closes: a registration binds a cuff and releases (nothing waits yet)
+    but has not committed when a worker finds the cuff unknown. The worker waits for the
+    registration's commit and reads again, so the reading is not quarantined as "unknown
+    device" (a hold the registration's release never saw: stranded). The test waits for the
+    worker to be blocked on the lock (pg_stat_activity), never for a time."""
+    hub = build(db_url)
+    try:
+        if not is_postgres(hub.engine):
+            pytest.skip("SQLite has one writer at a time: the worker waits for the write lock")
+        message = inbox.receive(hub.engine, source="hub", channel="test",
+                                content_type="application/json",
+                                body=orjson.dumps(canonical(1, device="cuff-r", patient=None))
+                                ).message_id
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                drain(hub.pipeline, hub.engine, 10)
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+
+        worker = threading.Thread(target=work)
+        with write_tx(hub.engine) as conn:
+            # register_device's own work, in a transaction this test keeps open
+            registered = admin._register(conn, "Device", [device("cuff-r")], {}, None)
+            assert registered.released == 0  # the reading is not quarantined yet
+            worker.start()
+            with hub.engine.connect() as watch:
+                waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = " \
+                          "current_database() AND wait_event_type = 'Lock' AND " \
+                          "wait_event = 'advisory'"
+                for _ in range(1200):  # the worker is blocked on the cuff's lock, or fails
+                    if watch.exec_driver_sql(waiting).scalar_one() or not worker.is_alive():
+                        break
+                    watch.rollback()
+                    time.sleep(0.05)
+            assert worker.is_alive(), "the worker finished without waiting for the registration"
+        worker.join()
+        assert failures == []
+        held = inbox.get(hub.engine, message)
+        assert held is not None and held["status"] == "quarantined"
+        assert "unassigned device" in held["error"]  # it saw the registration
+        assert waits(hub, message) == [dev("cuff-r")]
+    finally:
+        hub.engine.dispose()
