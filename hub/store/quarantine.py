@@ -40,9 +40,9 @@ waits for the other's commit, and then sees it. SQLite has one writer at a time:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from hub.store.db import is_postgres
@@ -55,7 +55,7 @@ H = InboxHold.__table__  # type: ignore[attr-defined]
 M = InboundMessage.__table__  # type: ignore[attr-defined]
 ANY: IdentityKey = ("*", "", "")
 _TYPE_LEN, _TEXT_LEN = 16, 200  # inbox_hold's columns, as registry_identifier's
-_CHUNK = 1000  # message ids per DELETE (bind parameters are limited)
+_CHUNK = 1000  # message ids per statement (bind parameters are limited)
 
 
 def _storable(key: IdentityKey) -> bool:
@@ -76,18 +76,29 @@ def release(conn: Connection, keys: Iterable[IdentityKey]) -> int:
     queue, in the caller's transaction, and drop their holds; returns how many. The caller
     called ``releasing(keys)`` first (PostgreSQL)."""
     wanted = sorted({k for k in keys if _storable(k)} | {ANY})
-    waiting = select(H.c.message_id).where(
-        tuple_(H.c.res_type, H.c.system, H.c.value).in_(wanted))
-    moved = conn.execute(
-        update(M).where(M.c.status == STATUS_QUARANTINED, M.c.id.in_(waiting))
-        .values(status=STATUS_RECEIVED).returning(M.c.id)).scalars().all()
-    _drop(conn, list(moved))
+    # One index probe per key (ix_inbox_hold_key), then the messages by id: written as
+    # ``(res_type, system, value) IN (...)`` or as a subquery of the UPDATE, SQLite scanned the
+    # holds, or every quarantined message.
+    found = conn.execute(select(H.c.message_id).distinct().where(or_(*(
+        and_(H.c.res_type == t, H.c.system == s, H.c.value == v) for t, s, v in wanted)))
+    ).scalars().all()
+    moved: list[str] = []
+    for chunk in _chunks(sorted(found)):
+        moved += conn.execute(
+            update(M).where(M.c.id.in_(chunk), M.c.status == STATUS_QUARANTINED)
+            .values(status=STATUS_RECEIVED).returning(M.c.id)).scalars().all()
+    _drop(conn, moved)
     return len(moved)
 
 
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
 def _drop(conn: Connection, message_ids: list[str]) -> None:
-    for start in range(0, len(message_ids), _CHUNK):
-        conn.execute(delete(H).where(H.c.message_id.in_(message_ids[start:start + _CHUNK])))
+    for chunk in _chunks(message_ids):
+        conn.execute(delete(H).where(H.c.message_id.in_(chunk)))
 
 
 def waits(conn: Connection, message_id: str) -> list[IdentityKey]:
