@@ -102,8 +102,7 @@ def _drop(conn: Connection, message_ids: list[str]) -> None:
 
 
 def waits(conn: Connection, message_id: str) -> list[IdentityKey]:
-    """What ``message_id`` waits for (nothing: it is not quarantined, or was so before 0010
-    and has been released since)."""
+    """What ``message_id`` waits for, sorted (nothing: it is not quarantined)."""
     rows = conn.execute(select(H.c.res_type, H.c.system, H.c.value)
                         .where(H.c.message_id == message_id)
                         .order_by(H.c.res_type, H.c.system, H.c.value)).all()
@@ -127,7 +126,9 @@ def awaiting(conn: Connection, key: IdentityKey) -> bool:
 
 def releasing(conn: Connection, keys: Iterable[IdentityKey]) -> None:
     """About to release for ``keys``: on PostgreSQL, lock them exclusively until this
-    transaction ends, in one order (two changes never wait for each other in a cycle)."""
+    transaction ends, in one order, so two changes never wait for each other in a cycle. (A
+    worker holding shared locks on keys of two changes can close one with them; PostgreSQL
+    detects it and fails one transaction with a transient error, which a worker retries.)"""
     if is_postgres(conn.engine):
         for lock in sorted({_lock_id(k) for k in keys}):
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (lock,))
