@@ -98,6 +98,19 @@ class RegistryIdentifier(SQLModel, table=True):
     res_id: str = Field(max_length=64, index=True)
 
 
+class InboxHold(SQLModel, table=True):
+    """What a quarantined message waits for: one row per identity key (type, system, value) it
+    could not resolve, or ``*`` for "any registry change" (hub.store.quarantine)."""
+
+    __tablename__ = "inbox_hold"
+    __table_args__ = (Index("ix_inbox_hold_key", "res_type", "system", "value"),)
+
+    message_id: str = Field(primary_key=True, max_length=36)
+    res_type: str = Field(primary_key=True, max_length=16)
+    system: str = Field(primary_key=True, max_length=200)
+    value: str = Field(primary_key=True, max_length=200)
+
+
 class DeviceAssignment(SQLModel, table=True):
     """Device ↔ patient for a validity period [start, end); end NULL means still assigned."""
 
