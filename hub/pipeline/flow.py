@@ -102,8 +102,9 @@ class Pipeline:
         with self.telemetry.span("decode", source=raw.source):
             connector = self.connectors.get(raw.source)
             document = connector.decode(raw.body, raw.content_type)
-            extraction: Extraction = connector.extract(document, self.mappings())
-        mapping_set = self.mappings()
+            mapping_set = self.mappings()
+            extraction: Extraction = connector.extract(document,
+                                                       mapping_set.with_meta(raw.meta))
         resolver.begin_message(raw.source)
         out = Outcome(status=inbox.STATUS_PROCESSED,
                       errors=[describe(e) for e in extraction.errors])

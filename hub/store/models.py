@@ -44,6 +44,8 @@ class InboundMessage(SQLModel, table=True):
     reply: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     traceparent: str | None = Field(default=None, max_length=64,
                                     description="W3C trace context of the intake span")
+    meta: str | None = Field(default=None, sa_column=Column(Text, nullable=True),
+                             description="JSON: what the channel knew beside the body (MQTT topic)")
     attempts: int = 0
     processed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
