@@ -13,12 +13,13 @@ from datetime import timedelta
 import orjson
 import pytest
 from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import Engine
 
 from hub.contracts import Identifier, RawMessage
 from hub.identity import admin
 from hub.runtime import Hub
 from hub.store import inbox, quarantine
-from hub.store.db import is_postgres, upgrade, write_tx
+from hub.store.db import is_postgres, upgrade, utcnow, write_tx
 from hub.store.models import InboundMessage, Resource
 from hub.telemetry import Telemetry
 from hub.worker import drain
@@ -216,15 +217,28 @@ def empty_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     server.dispose()
 
 
+def _quarantined_at_0009(engine: Engine, body: dict[str, object]) -> str:
+    """A message quarantined by a hub at schema 0009, written with that schema's columns (the
+    current ``inbox.receive`` writes columns later migrations added)."""
+    message_id, raw = str(uuid.uuid4()), orjson.dumps(body)
+    with write_tx(engine) as conn:
+        conn.execute(text(
+            "INSERT INTO inbound_message (id, source, channel, received_at, content_type, body, "
+            "sha256, dedupe_key, status, attempts) VALUES (:id, 'hub', 'test', :at, "
+            "'application/json', :body, :sha, :key, 'quarantined', 0)"),
+            {"id": message_id, "at": utcnow(), "body": raw, "sha": inbox.body_hash(raw),
+             "key": f"sha256:{inbox.body_hash(raw)}"})
+    return message_id
+
+
 def test_messages_quarantined_before_the_migration_are_released_by_any_change(
         empty_url: str) -> None:
     upgrade(empty_url, "0009")  # before inbox_hold existed
     hub = None
     try:
         old = create_engine(empty_url.replace("postgresql://", "postgresql+psycopg://"))
-        held = [inbox.receive(old, source="hub", channel="test", content_type="application/json",
-                              body=orjson.dumps(canonical(1, device=f"cuff-{n}", patient=None)),
-                              status="quarantined").message_id for n in (1, 2)]
+        held = [_quarantined_at_0009(old, canonical(1, device=f"cuff-{n}", patient=None))
+                for n in (1, 2)]
         old.dispose()
         upgrade(empty_url)
         hub = build(empty_url)
