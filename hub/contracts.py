@@ -40,6 +40,15 @@ class RawMessage:
     body: bytes
     received_at: datetime
     traceparent: str | None = None  # W3C trace context of the intake, to continue its trace
+    # What the channel knew beside the body (MQTT: the topic and its levels), as device mappings
+    # read it under ``meta``: a device that names itself only in its topic (hub.mappings.extract)
+    meta: dict[str, Any] | None = None
+
+
+def mqtt_meta(topic: str) -> dict[str, Any]:
+    """What a device mapping reads of an MQTT message beside its payload, as ``meta``: the
+    topic and its levels (``meta.topic_levels[1]`` is ``cuff-7`` for ``rpm/cuff-7/bp``)."""
+    return {"channel": "mqtt", "topic": topic, "topic_levels": topic.split("/")}
 
 
 @dataclass(frozen=True, slots=True)

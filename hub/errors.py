@@ -93,9 +93,16 @@ class UnknownSourceError(DataError):
 
 
 class UnassignedDeviceError(DataError):
-    """The device is not assigned to a patient at the reading's time (lookup identity mode)."""
+    """The device is not assigned to a patient at the reading's time. ``waits`` is the identity
+    key (type, system, value) whose registration or assignment may place the reading: the
+    quarantined message waits for it (hub.store.quarantine)."""
 
     code = "not-found"
+
+    def __init__(self, message: str, *, location: str | None = None,
+                 waits: tuple[str, str, str] | None = None) -> None:
+        super().__init__(message, location=location)
+        self.waits = waits
 
 
 class UnregisteredIdentityError(UnassignedDeviceError):

@@ -25,9 +25,12 @@ registry (by another process, or by a message of the same commit processed under
 sends the message to the lock, where ``IdentityResolver.adopt`` does it again.
 
 Whatever prepare cannot decide without writing — a device's assignment at a reading's time,
-identifiers of Patients/Devices written under their own ids (FHIR PUT), a registration some
-lookup-mode source may be waiting for in quarantine, merges — sends the message to the lock
-(``NeedsLock``): it is processed exactly as before, one message inside a savepoint.
+identifiers of Patients/Devices written under their own ids (FHIR PUT), merges — sends the
+message to the lock (``NeedsLock``): it is processed exactly as before, one message inside a
+savepoint. (So do messages of sources in identity mode lookup: the pipeline does not prepare
+them.) A registration some lookup-mode source may be waiting for needs no lock: the commit
+releases the quarantined messages waiting for the identifiers it registers
+(``hub.pipeline.runs``, ``hub.store.quarantine``).
 """
 
 from __future__ import annotations
@@ -64,11 +67,10 @@ class StagedResolver:
     Patient/Device resources in ``new_resources`` (``take_new``).
     """
 
-    def __init__(self, cache: dict[IdentityKey, str], *, releases: bool = False) -> None:
+    def __init__(self, cache: dict[IdentityKey, str]) -> None:
         if len(cache) > _CACHE_LIMIT:
             cache.clear()
         self._cache = cache
-        self._releases = releases
         self._proposed: dict[IdentityKey, str] = {}
         self.registrations: list[tuple[IdentityKey, str]] = []
         self.new_resources: list[dict[str, Any]] = []
@@ -131,8 +133,6 @@ class StagedResolver:
                 res["id"] = rid
             for key, found in zip(keys, known, strict=True):
                 if found is None and key not in self._proposed:
-                    if self._releases:  # the lock path requeues quarantined messages for it
-                        raise NeedsLock("a registration lookup-mode sources may wait for")
                     self._propose(key, rid)
         if renamed:
             for res in given:

@@ -149,11 +149,11 @@ def test_readings_posted_before_the_assignment_wait_and_are_released(
     drain(hub.pipeline, hub.engine, 10)
     assert client.get(f"/messages/{message}", headers=auth(api_key)).json()["status"] == \
         "quarantined"
-    # create mode registered the cuff on first sight; the patient is registered here, and the
-    # message goes round again (still unassigned: back to quarantine)
+    # create mode registered the cuff on first sight; the message waits for the cuff's
+    # assignment, so registering the patient releases nothing (it stays in quarantine)
     registered = client.post("/registry/patients", json={"identifier": [ANN], "family": "Doe"},
                              headers=admin_key)
-    assert registered.status_code == 201 and registered.json()["released"] == 1
+    assert registered.status_code == 201 and registered.json()["released"] == 0
     drain(hub.pipeline, hub.engine, 10)
     assert inbox.get(hub.engine, message)["status"] == "quarantined"
     made = client.post("/registry/assignments", headers=admin_key, json={

@@ -7,7 +7,9 @@
 - ``POST /registry/unassign``: end the device's assignment in force at ``at`` (default now).
 - ``GET /registry/assignments?device=system|value&patient=system|value&at=instant``.
 
-Every change puts quarantined messages back in the queue (``released`` counts them). Every route
+Every change puts back in the queue the quarantined messages waiting for what it touched (a
+device's or patient's identifiers; a device's assignments: hub.store.quarantine), and
+``released`` counts them. Every route
 needs an API key with the ``registry`` scope (``hub keys create --source registry``) or ``*``:
 assignments decide whose record a reading lands in.
 """

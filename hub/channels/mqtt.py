@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from hub.channels.mqtt_config import MqttFile, Subscription
+from hub.contracts import mqtt_meta
 from hub.errors import ConfigurationError, DataError
 from hub.runtime import Hub
 from hub.store import inbox
@@ -171,7 +172,8 @@ def write_batch(engine: Engine, batch: list[_Pending]) -> list[tuple[str, bool]]
                          "content_type": p.door.content_type, "body": p.delivery.payload,
                          "dedupe_key": p.door.key, "status": p.door.status,
                          "error": p.door.error, "client": None, "reply": None,
-                         "traceparent": p.traceparent, "received_at": now})
+                         "traceparent": p.traceparent, "received_at": now,
+                         "meta": inbox.meta_text(mqtt_meta(p.delivery.topic))})
             results.append((message_id, False))
         inbox.insert_many(conn, rows)
     return results

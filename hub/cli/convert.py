@@ -16,12 +16,13 @@ import mimetypes
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 import typer
 
 from hub.cli.mappings import observation_builder
-from hub.contracts import RawMessage
+from hub.contracts import RawMessage, mqtt_meta
 from hub.errors import DataError, MappingError
 from hub.fhir.bundle import collection_bundle
 from hub.fhir.ids import stable_id
@@ -48,20 +49,24 @@ def convert(
     account: str | None = typer.Option(None, "--account", help="with --mapping: wrap each "
                                        "payload in the account envelope {account, response}, as "
                                        "pollers post vendor-cloud responses"),
+    topic: str | None = typer.Option(None, "--topic", help="as if the payloads arrived on this "
+                                     "MQTT topic (mappings read meta.topic, meta.topic_levels)"),
 ) -> None:
     """Print the FHIR Bundle the pipeline (or one mapping, with --mapping) produces."""
+    meta = mqtt_meta(topic) if topic is not None else None
     if mapping is not None:
-        _debug_mapping(mapping, [Path(a) for a in args], account)
+        _debug_mapping(mapping, [Path(a) for a in args], account, meta)
         return
     if len(args) < 2:
         typer.echo("hub: give a source and at least one payload file "
                    "(or --mapping FILE PAYLOAD...)", err=True)
         raise typer.Exit(2)
     with tempfile.TemporaryDirectory(prefix="hub-convert-") as scratch:
-        _convert(args[0], [Path(a) for a in args[1:]], f"sqlite:///{scratch}/scratch.db")
+        _convert(args[0], [Path(a) for a in args[1:]], f"sqlite:///{scratch}/scratch.db", meta)
 
 
-def _debug_mapping(mapping_file: Path, files: list[Path], account: str | None) -> None:
+def _debug_mapping(mapping_file: Path, files: list[Path], account: str | None,
+                   meta: dict[str, Any] | None) -> None:
     settings = Settings()
     root = golden.mappings_root(mapping_file.resolve())
     if not (root / "types").is_dir():
@@ -85,7 +90,7 @@ def _debug_mapping(mapping_file: Path, files: list[Path], account: str | None) -
             continue
         if account is not None:
             payload = {"account": account, "response": payload}
-        resources, errors = golden.convert(payload, name, mapping_set, to_fhir)
+        resources, errors = golden.convert(payload, name, mapping_set, to_fhir, meta)
         for error in errors:
             typer.echo(f"{path}: {error}", err=True)
         failures += bool(errors)
@@ -96,7 +101,8 @@ def _debug_mapping(mapping_file: Path, files: list[Path], account: str | None) -
         raise typer.Exit(1)
 
 
-def _convert(source: str, files: list[Path], scratch_url: str) -> None:
+def _convert(source: str, files: list[Path], scratch_url: str,
+             meta: dict[str, Any] | None) -> None:
     settings = Settings(database_url=scratch_url, inline_worker=False,
                         sqlite_synchronous="NORMAL")
     upgrade(scratch_url)
@@ -114,7 +120,7 @@ def _convert(source: str, files: list[Path], scratch_url: str) -> None:
                 failures += 1
                 continue
             raw = RawMessage(stable_id("convert", str(path)), source, _content_type(path), body,
-                             utcnow())
+                             utcnow(), meta=meta)
             try:
                 outcome = hub.pipeline.convert(conn, raw, resolver)
             except DataError as exc:

@@ -2,8 +2,8 @@
 
 Identifiers are written as FHIR search tokens, ``system|value`` (``urn:acme:serial|AC-2291``);
 instants in ISO 8601 with an offset (``2026-11-20T08:00:00Z``, ``...-05:00``) or ``now``. Each
-change releases quarantined messages (the count is printed). Errors are one line on stderr and
-exit 2 (via ``hub.cli.main``).
+change releases the quarantined messages waiting for what it touched (the count is printed;
+hub.identity.admin says which). Errors are one line on stderr and exit 2 (via ``hub.cli.main``).
 """
 
 from __future__ import annotations

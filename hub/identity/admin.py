@@ -2,9 +2,12 @@
 period, end assignments, list them. Used by ``/registry`` (hub.api.registry) and ``hub registry``
 (hub.cli.registry); each call is one transaction.
 
-Every change puts quarantined messages back in the queue (the worker's own requeue): readings
-that waited for this registration or assignment are processed now, and those still unplaced
-return to quarantine. Errors are ``RequestError``s (400/404/409 at the API, one line in the
+Every change puts back in the queue the quarantined messages waiting for what it touched
+(hub.store.quarantine): registering a device or patient, those waiting for any of its
+identifiers; assigning or unassigning a device, those waiting for that device. They are processed
+again; those still unplaced return to quarantine, waiting for what they still lack. Messages
+quarantined before that record existed wait for any change, so every change releases them.
+Errors are ``RequestError``s (400/404/409 at the API, one line in the
 CLI) whose text never holds a patient identifier's value.
 """
 
@@ -21,7 +24,7 @@ from hub.contracts import Code, Identifier
 from hub.errors import ConflictError, NotFoundError, RequestError
 from hub.fhir.ids import registry_id
 from hub.identity.resolver import IdentityResolver
-from hub.store import inbox, outbox, registry, resources
+from hub.store import outbox, quarantine, registry, resources
 from hub.store.db import write_tx
 from hub.store.registry import Assignment
 from hub.store.resources import Written
@@ -37,7 +40,7 @@ class Registered:
 
     resource: dict[str, Any]
     created: bool  # this call registered it (else it was known and is updated)
-    released: int  # quarantined messages put back in the queue
+    released: int  # quarantined messages put back in the queue (those waiting for it)
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,14 @@ def _ident_json(ident: Identifier) -> dict[str, str]:
     return {"system": ident.system, "value": ident.value}
 
 
-def _release(conn: Connection) -> int:
-    return inbox.requeue_in(conn, status=inbox.STATUS_QUARANTINED)
+def _release(conn: Connection, res_type: str, res_id: str) -> int:
+    """Release the quarantined messages waiting for any identifier of ``res_id`` (all of them,
+    not only those this change bound: a message may wait under any, e.g. for its assignment)
+    or for any change (module docstring); how many."""
+    keys = [(res_type, i.system, i.value)
+            for i in registry.identifiers_for(conn, res_type, [res_id])[res_id]]
+    quarantine.releasing(conn, keys)
+    return quarantine.release(conn, keys)
 
 
 def _register(conn: Connection, res_type: str, identifiers: list[Identifier],
@@ -100,7 +109,8 @@ def _register(conn: Connection, res_type: str, identifiers: list[Identifier],
         outbox.enqueue(conn, route(written, [resource]))
     stored = resources.read(conn, res_type, res_id)
     assert stored is not None
-    return Registered(stored, created=not bound and current is None, released=_release(conn))
+    return Registered(stored, created=not bound and current is None,
+                      released=_release(conn, res_type, res_id))
 
 
 def register_device(
@@ -175,7 +185,7 @@ def assign(engine: Engine, device: Identifier, patient: Identifier, start: datet
                 f"{c.id}, Patient/{c.patient_id}); end that assignment first (unassign at or "
                 "before the new start)")
         made = registry.add_assignment(conn, device_id, patient_id, start, end)
-        return _view(conn, [made], _release(conn))[0]
+        return _view(conn, [made], _release(conn, "Device", device_id))[0]
 
 
 def unassign(engine: Engine, device: Identifier, at: datetime) -> AssignmentView:
@@ -195,7 +205,7 @@ def unassign(engine: Engine, device: Identifier, at: datetime) -> AssignmentView
             registry.end_assignment(conn, current.id, at)
             ended = Assignment(current.id, current.device_id, current.patient_id,
                                current.start, registry.utc(at))
-        return _view(conn, [ended], _release(conn), removed)[0]
+        return _view(conn, [ended], _release(conn, "Device", device_id), removed)[0]
 
 
 def list_assignments(engine: Engine, *, device: Identifier | None = None,

@@ -4,7 +4,8 @@
   first sight (a Device/Patient with that identifier and a deterministic id).
 - ``lookup``: the registry is authoritative. The reading waits in quarantine ("unknown device",
   "unknown patient") until the identifier is registered, and, for a reading that names no patient,
-  until an assignment covers its time ("unassigned device"); registry changes release it.
+  until an assignment covers its time ("unassigned device"); the registry changes that concern
+  it (its identifiers registered, its device assigned) release it (``hub.store.quarantine``).
 
 Configured by ``HUB_IDENTITY_MODE`` (every source) and ``HUB_IDENTITY_MODES`` (JSON, per source,
 e.g. ``{"withings": "lookup"}``).

@@ -4,7 +4,10 @@ The patient comes from the payload when the source names one, else from the devi
 at the reading's time; with neither, the reading cannot be placed (UnassignedDeviceError → the
 message is quarantined until an assignment covering it is added). An identifier not yet in the
 registry is registered on first sight in identity mode ``create``; in mode ``lookup`` the reading
-waits in quarantine until it is registered (``hub.identity.modes``).
+waits in quarantine until it is registered (``hub.identity.modes``). What a quarantined
+message waits for is the identifier it failed on (``UnassignedDeviceError.waits``); identifiers
+this resolver binds for the first time release the messages waiting for them
+(``hub.store.quarantine``, when some source is in lookup mode).
 
 Found ids are cached per process (the ``shared`` dict). Identifiers never change their id except
 by a patient merge, which bumps the registry epoch in its transaction; each transaction checks
@@ -28,7 +31,7 @@ from hub.contracts import Identifier, Measurement, PatientMerge
 from hub.errors import UnassignedDeviceError, UnregisteredIdentityError
 from hub.fhir.ids import registry_id
 from hub.identity.modes import CREATE, IdentityModes, Mode
-from hub.store import inbox, merge, registry, resources
+from hub.store import merge, quarantine, registry, resources
 from hub.store.resources import Written
 
 _CACHE_LIMIT = 100_000
@@ -50,6 +53,8 @@ class IdentityResolver:
         self._modes = modes or IdentityModes()
         self.mode: Mode = self._modes.default
         self._epoch: str | None = None  # the registry epoch this transaction read, once read
+        # Keys this transaction holds quarantine.awaiting's lock on: read under it from then on.
+        self._awaited: set[quarantine.IdentityKey] = set()
 
     def begin_message(self, source: str) -> None:
         self.mode = self._modes.of(source)
@@ -76,10 +81,15 @@ class IdentityResolver:
         if found is not None:
             return found
         found = registry.lookup(conn, res_type, ident)
+        if found is None and not create and self._await(conn, key):
+            # Quarantined for want of it: read again under the lock a registration releasing
+            # for it takes (hub.store.quarantine), so one of the two sees the other.
+            found = registry.lookup(conn, res_type, ident)
         if found is None:
             if not create:
                 return None
             found = registry.register(conn, res_type, ident, registry_id(res_type, ident))
+            self._release_if(conn, [key])  # a lookup-mode source's reading may wait for it
             self.new_resources.append({
                 "resourceType": res_type, "id": found,
                 "identifier": [{"system": ident.system, "value": ident.value}],
@@ -91,7 +101,7 @@ class IdentityResolver:
         found = self._resolve(conn, "Device", ident, create=self.mode == CREATE)
         if found is None:
             raise UnregisteredIdentityError("unknown device: not in the registry (identity mode "
-                                            "lookup)")
+                                            "lookup)", waits=_key("Device", ident))
         return found
 
     def patient_by_identifier(self, conn: Connection, ident: Identifier) -> str:
@@ -104,12 +114,27 @@ class IdentityResolver:
             found = self._resolve(conn, "Patient", m.patient, create=self.mode == CREATE)
             if found is None:
                 raise UnregisteredIdentityError("unknown patient: not in the registry (identity "
-                                                "mode lookup)", location=m.location)
+                                                "mode lookup)", location=m.location,
+                                                waits=_key("Patient", m.patient))
             return found
         found = registry.patient_at(conn, device_id, m.time)
         if found is None:
-            raise UnassignedDeviceError("unassigned device", location=m.location)
+            # The message will wait for an assignment of this device: read again under the lock
+            # an assignment releasing for it takes (hub.store.quarantine).
+            waits = _key("Device", m.device)
+            if self._await(conn, waits):
+                found = registry.patient_at(conn, device_id, m.time)
+            if found is None:
+                raise UnassignedDeviceError("unassigned device", location=m.location, waits=waits)
         return found
+
+    def _await(self, conn: Connection, key: quarantine.IdentityKey) -> bool:
+        """Whether what was read of ``key`` must be read again: its lock taken just now (once
+        per transaction; SQLite takes none, its one writer already excludes the change)."""
+        if key in self._awaited:
+            return False
+        self._awaited.add(key)
+        return quarantine.awaiting(conn, key)
 
     def adopt(self, conn: Connection, given: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Bind every business identifier of the Patients/Devices a message gives (ADT PID-3,
@@ -125,7 +150,7 @@ class IdentityResolver:
         it (an upsert that changes nothing) is most of the cost of storing it again.
         """
         renamed: dict[str, str] = {}
-        fresh = False
+        fresh: list[quarantine.IdentityKey] = []
         for res in given:
             rtype, idents = res["resourceType"], registry.identifiers_of(res)
             known = [self._cached(conn, k) for k in ((rtype, i.system, i.value) for i in idents)]
@@ -142,7 +167,8 @@ class IdentityResolver:
                 if cached != rid:
                     now, new = registry.bind(conn, rtype, ident, rid)
                     self._pending[(rtype, ident.system, ident.value)] = now
-                    fresh = fresh or new
+                    if new:
+                        fresh.append(_key(rtype, ident))
         if renamed:
             for res in given:
                 repoint(res, renamed)
@@ -163,7 +189,7 @@ class IdentityResolver:
         that resource. An identifier already bound to another resource keeps its binding; the
         returned notes say so (ids only, never identifier values)."""
         notes: list[str] = []
-        fresh = False
+        fresh: list[quarantine.IdentityKey] = []
         for res in stated:
             rtype = res.get("resourceType")
             if rtype not in ("Patient", "Device"):
@@ -174,7 +200,8 @@ class IdentityResolver:
                     continue
                 bound, new = registry.bind(conn, rtype, ident, res["id"])
                 self._pending[key] = bound
-                fresh = fresh or new
+                if new:
+                    fresh.append(key)
                 if bound != res["id"]:
                     notes.append(f"{rtype}/{res['id']} identifier[{n}] is already bound to "
                                  f"{rtype}/{bound}: readings naming it go there (only a patient "
@@ -192,11 +219,13 @@ class IdentityResolver:
                 with _SHARED_LOCK:
                     self._shared.pop(key, None)
 
-    def _release_if(self, conn: Connection, fresh: bool) -> None:
-        """A registration some lookup-mode source may be waiting for: put quarantined messages
-        back in the queue (those still unplaced return to quarantine)."""
+    def _release_if(self, conn: Connection, fresh: list[quarantine.IdentityKey]) -> None:
+        """Identifiers registered here that some lookup-mode source may be waiting for: put the
+        quarantined messages waiting for them back in the queue (those still unplaced return to
+        quarantine, waiting for what they still lack)."""
         if fresh and self._modes.any_lookup:
-            inbox.requeue_in(conn, status=inbox.STATUS_QUARANTINED)
+            quarantine.releasing(conn, fresh)
+            quarantine.release(conn, fresh)
 
     def apply_merges(self, conn: Connection, merges: list[PatientMerge],
                      message_id: str | None) -> list[Written]:
@@ -212,6 +241,9 @@ class IdentityResolver:
             merged = {found for ident in m.merged
                       if (found := registry.lookup(conn, "Patient", ident)) is not None}
             written += merge.merge_patients(conn, survivor, merged, m.merged, message_id)
+            # The survivor's and the merged identifiers may be bound only now: the readings
+            # waiting for them can be placed.
+            self._release_if(conn, [_key("Patient", i) for i in [m.survivor, *m.merged]])
         return written
 
     def invalidate(self, epoch: int | str | None = None) -> None:
@@ -239,13 +271,19 @@ class IdentityResolver:
                     self._shared[EPOCH_KEY] = epoch
                 self._shared.update(self._pending)
         self._pending.clear()
+        self._awaited.clear()
         self.new_resources = []
 
     def rolled_back(self) -> None:
         self._pending.clear()
+        self._awaited.clear()  # a savepoint's rollback releases the locks taken inside it
         self.new_resources = []
         # A savepoint's rollback also releases the epoch share lock taken inside it: check again.
         self._epoch = None
+
+
+def _key(res_type: str, ident: Identifier) -> quarantine.IdentityKey:
+    return (res_type, ident.system, ident.value)
 
 
 def repoint(node: Any, renamed: dict[str, str]) -> None:

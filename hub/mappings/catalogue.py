@@ -13,7 +13,7 @@ from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
-from hub.contracts import Extraction
+from hub.contracts import Extraction, MeasurementExtractor
 from hub.errors import ErrorLocation, MappingError, UnknownSourceError
 from hub.mappings.extract import CompiledDeviceMapping
 from hub.mappings.hl7v2 import Hl7v2Maps, load_hl7v2_maps
@@ -40,15 +40,31 @@ class MappingSet:
     #: (device mapping "file@vN", type) → its SampledData grouping (a mapping's `sampled`)
     sampling: dict[tuple[str, str], SampledGrouping] = field(default_factory=dict)
 
-    def extract(self, mapping: str, document: Any) -> Extraction:
+    def extract(self, mapping: str, document: Any, meta: dict[str, Any] | None = None
+                ) -> Extraction:
         """``hub.contracts.MeasurementExtractor``: run the named device mapping (``hl7v2`` and
-        ``hl7v2:<sender map>`` run the HL7v2 engine over a tokenized message)."""
+        ``hl7v2:<sender map>`` run the HL7v2 engine over a tokenized message); ``meta``: what
+        the channel knew beside the body (device mappings read it as ``meta``)."""
         if self.hl7v2 is not None and (mapping == "hl7v2" or mapping.startswith("hl7v2:")):
             return self.hl7v2.extract(mapping, document)
         compiled = self.devices.get(mapping)
         if compiled is None:
             raise UnknownSourceError(f"no device mapping named '{mapping}'")
-        return compiled.extract(document)
+        return compiled.extract(document, meta)
+
+    def with_meta(self, meta: dict[str, Any] | None) -> MeasurementExtractor:
+        """This set as a connector's ``extract`` sees it for one message: ``meta`` in every
+        device mapping's scope (connectors call ``extract(mapping, document)`` as before)."""
+        return self if meta is None else _WithMeta(self, meta)
+
+
+@dataclass(frozen=True, slots=True)
+class _WithMeta:
+    mappings: MappingSet
+    meta: dict[str, Any]
+
+    def extract(self, mapping: str, document: Any) -> Extraction:
+        return self.mappings.extract(mapping, document, self.meta)
 
 
 def fingerprint(root: Path) -> str:

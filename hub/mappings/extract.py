@@ -1,7 +1,9 @@
 """Stage 1 of the mapping language: run a device mapping's JMESPath over a payload.
 
 Expressions are compiled once when the file loads; per item the engine evaluates them against
-``{"item": item, "root": payload}`` (plus ``"parent"`` when ``each`` walks nested arrays).
+``{"item": item, "root": payload}`` (plus ``"parent"`` when ``each`` walks nested arrays, and
+``"meta"`` when the channel knew more than the body: an MQTT message's ``topic`` and
+``topic_levels``, so a device that names itself only in its topic can be mapped).
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ class CompiledRule:
             self.values_obj = None
             self.values_map = {k: compile_expression(v) for k, v in rule.values.items()}
 
-    def run(self, document: Any, into: Extraction) -> None:
+    def run(self, document: Any, into: Extraction, meta: dict[str, Any] | None = None) -> None:
         """Append each item's measurement to ``into``; a bad item adds a DataError instead."""
         nested = len(self.each) > 1
         for path, item, parent in _walk(self.each, document):
@@ -123,6 +125,8 @@ class CompiledRule:
             scope = {"item": item, "root": document}
             if nested:
                 scope["parent"] = parent
+            if meta is not None:
+                scope["meta"] = meta
             try:
                 found = self._one(scope, where)
             except DataError as exc:
@@ -210,7 +214,8 @@ class _CompiledDocumentRefusal(_CompiledRefusal):
         self.each = _compile_each(spec.each)
         self.nested = len(self.each) > 1
 
-    def check(self, document: Any, into: Extraction) -> None:
+    def check(self, document: Any, into: Extraction, meta: dict[str, Any] | None = None
+              ) -> None:
         """Refuse the whole document (raise), or add one error per refused item."""
         if not self.each:
             if self.when.search(document):
@@ -220,6 +225,8 @@ class _CompiledDocumentRefusal(_CompiledRefusal):
             scope = {"item": item, "root": document}
             if self.nested:
                 scope["parent"] = parent
+            if meta is not None:
+                scope["meta"] = meta
             if self.when.search(scope):
                 into.errors.append(DataError(self.reason, location=f"{self.label}{path}"))
 
@@ -234,19 +241,20 @@ class CompiledDeviceMapping:
         self.refusals = [_CompiledDocumentRefusal(r) for r in mapping.refuse]
         self.rules = [CompiledRule(r, self.ref, default_tz) for r in mapping.measurements]
 
-    def extract(self, document: Any) -> Extraction:
-        """Every measurement the payload holds, and a DataError for each item that is bad.
+    def extract(self, document: Any, meta: dict[str, Any] | None = None) -> Extraction:
+        """Every measurement the payload holds, and a DataError for each item that is bad;
+        ``meta``: what the channel knew beside the body, read by expressions as ``meta``.
 
         Raises DataError when the payload as a whole is refused or yields nothing at all.
         """
         out = Extraction()
         try:
             for refusal in self.refusals:
-                refusal.check(document, out)
+                refusal.check(document, out, meta)
         except JMESPathError as exc:
             raise DataError(f"refusal check failed ({exc})") from None
         for rule in self.rules:
-            rule.run(document, out)
+            rule.run(document, out, meta)
         if not out.measurements and not out.errors:
             raise DataError(f"the payload holds no readings (mapping '{self.mapping.name}' "
                             "matched nothing in it)")

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from pydantic import Field, field_validator
 
-from hub.contracts import Measurement
+from hub.contracts import Measurement, mqtt_meta
 from hub.errors import DataError, ErrorLocation, MappingError
 from hub.mappings.catalogue import MappingSet
 from hub.mappings.extract import CompiledDeviceMapping
@@ -58,6 +58,9 @@ class GoldenCase(_Strict):
     envelope: dict[str, Any] | None = Field(
         None, description="wrap the payload as {<envelope>..., response: <payload>}: how pollers "
                           "post vendor-cloud responses that do not say whose they are")
+    topic: str | None = Field(
+        None, description="the MQTT topic the payload arrives on: the mapping reads it as "
+                          "meta.topic and meta.topic_levels (a device named only in its topic)")
     expect: str | None = Field(
         None, description="expected FHIR collection Bundle, relative to the test file; omit when "
                           "the payload must produce nothing but the listed errors")
@@ -127,11 +130,12 @@ def single_mapping_set(mapping_file: Path, root: Path, default_tz: tzinfo = UTC)
     return MappingSet({mapping.name: compiled}, types, "", (str(mapping_file),))
 
 
-def convert(payload: Any, mapping: str, mappings: MappingSet,
-            to_fhir: ToFhir) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run one device mapping and the catalogue over a payload: (resources, error lines)."""
+def convert(payload: Any, mapping: str, mappings: MappingSet, to_fhir: ToFhir,
+            meta: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run one device mapping and the catalogue over a payload (``meta``: what the channel
+    knew beside it): (resources, error lines)."""
     try:
-        extraction = mappings.extract(mapping, payload)
+        extraction = mappings.extract(mapping, payload, meta)
     except DataError as exc:
         return [], [_describe(exc)]
     errors = [_describe(e) for e in extraction.errors]
@@ -160,7 +164,8 @@ def run_file(path: Path, mappings: MappingSet, to_fhir: ToFhir,
             result.problems.append(exc.message)
             yield result
             continue
-        result.resources, result.errors = convert(payload, spec.mapping, mappings, to_fhir)
+        meta = mqtt_meta(case.topic) if case.topic is not None else None
+        result.resources, result.errors = convert(payload, spec.mapping, mappings, to_fhir, meta)
         _check_errors(case, result)
         if case.expect is not None:
             expected_path = path.parent / case.expect

@@ -5,10 +5,11 @@ Two stages, as Azure iomt-fhir does:
 1. A *device mapping* (``mappings/devices/*.yaml``) finds measurements in a decoded payload with
    JMESPath expressions. Item expressions see ``{"item": <element of each>, "root": <payload>}``,
    so ``item.value`` reads the current reading and ``root.device.id`` the envelope (and
-   ``parent``, the enclosing element, when ``each`` walks nested arrays). A constant is a JMESPath
-   raw string literal: ``'urn:oid:1.2.3'``. Besides JMESPath's built-ins, expressions may call the
-   hub's functions (``hub.mappings.functions``): ``exp10(value, exponent)`` and
-   ``multiply(a, b)``, both exact in decimal.
+   ``parent``, the enclosing element, when ``each`` walks nested arrays; ``meta``, what the
+   channel knew beside the payload: an MQTT message's ``topic`` and ``topic_levels``). A constant
+   is a JMESPath raw string literal: ``'urn:oid:1.2.3'``. Besides JMESPath's built-ins,
+   expressions may call the hub's functions (``hub.mappings.functions``):
+   ``exp10(value, exponent)`` and ``multiply(a, b)``, both exact in decimal.
 2. A *type catalogue* (``mappings/types/*.yaml``) turns each measurement type into an Observation:
    codes, category, value kind, UCUM unit, components.
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from hub.contracts import Extraction, Identifier, RawMessage
-from hub.errors import DataError, UnassignedDeviceError
+from hub.contracts import Extraction, Identifier, Measurement, RawMessage
+from hub.errors import DataError, UnassignedDeviceError, UnregisteredIdentityError
 from hub.identity import IdentityModes, IdentityResolver
 from hub.identity.modes import CREATE
 from hub.mappings.catalogue import MappingSet
@@ -30,7 +30,7 @@ from hub.pipeline.runs import Run, write_run
 from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.staging import IdentityKey, NeedsLock, Prepared, StagedResolver
-from hub.store import dead_letters, inbox, outbox, registry, resources, search
+from hub.store import dead_letters, inbox, outbox, quarantine, registry, resources, search
 from hub.store.db import is_postgres, is_transient, write_tx
 from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
@@ -51,6 +51,22 @@ def _drop_matched(conn: Connection, extraction: Extraction, message_id: str) -> 
         extraction.patients = [r for r in extraction.patients if keep(r)]
         extraction.devices = [r for r in extraction.devices if keep(r)]
     return list(matches.values())
+
+
+def _waits(conn: Connection, resolver: Resolver, m: Measurement,
+           exc: UnassignedDeviceError) -> set[tuple[str, str, str]]:
+    """What the reading that raised ``exc`` waits for: the key ``exc`` names and, when that is
+    its device unregistered, its patient too if that is unregistered as well (so the message
+    waits for both, and either registration releases it)."""
+    waits = {exc.waits} if exc.waits is not None else set()
+    if isinstance(exc, UnregisteredIdentityError) and exc.waits is not None \
+            and exc.waits[0] == "Device" and m.patient is not None:
+        try:
+            resolver.patient(conn, m, "")  # a named patient: by identifier (no device needed)
+        except UnassignedDeviceError as also:
+            if also.waits is not None:
+                waits.add(also.waits)
+    return waits
 
 
 @dataclass
@@ -86,8 +102,9 @@ class Pipeline:
         with self.telemetry.span("decode", source=raw.source):
             connector = self.connectors.get(raw.source)
             document = connector.decode(raw.body, raw.content_type)
-            extraction: Extraction = connector.extract(document, self.mappings())
-        mapping_set = self.mappings()
+            mapping_set = self.mappings()
+            extraction: Extraction = connector.extract(document,
+                                                       mapping_set.with_meta(raw.meta))
         resolver.begin_message(raw.source)
         out = Outcome(status=inbox.STATUS_PROCESSED,
                       errors=[describe(e) for e in extraction.errors])
@@ -131,6 +148,7 @@ class Pipeline:
                 except UnassignedDeviceError as exc:
                     unassigned += 1
                     out.errors.append(describe(exc))
+                    out.waits |= _waits(conn, resolver, m, exc)
                 except DataError as exc:
                     out.errors.append(describe(exc))
         if sampled.periods and isinstance(resolver, StagedResolver):
@@ -168,6 +186,8 @@ class Pipeline:
         refs = [f"{r['resourceType']}/{r['id']}" for r in out.resources + derived] + out.matched
         inbox.finish(conn, raw.id, out.status, error=out.error_text, resource_refs=refs,
                      notes=out.notes_text)
+        if out.status == inbox.STATUS_QUARANTINED:  # released when a change resolves one
+            quarantine.hold(conn, raw.id, out.waits)
         if out.errors and out.status != inbox.STATUS_QUARANTINED:
             dead_letters.add_inbound(conn, raw.id, "normalize", out.error_text or "")
         return out
@@ -178,8 +198,7 @@ class Pipeline:
         """Everything ``raw`` will write, made without writing (module docstring); ``conn``
         only reads. ``epoch``: the committer's identity epoch this is prepared under."""
         epoch = self.epoch if epoch is None else epoch
-        resolver = StagedResolver(self.staged_identities,
-                                  releases=self.identity_modes.any_lookup)
+        resolver = StagedResolver(self.staged_identities)
         with self.telemetry.message_trace(raw.source, raw.id, raw.traceparent):
             if self.identity_modes.of(raw.source) != CREATE:  # unknown identifiers quarantine
                 return Prepared(raw.id, raw.source, raw.traceparent, epoch,
@@ -288,7 +307,8 @@ class Pipeline:
         savepoint = conn.begin_nested()
         try:
             outcomes = write_run(conn, run, resolver, rules=self.rules, router=self.router,
-                                 telemetry=self.telemetry)
+                                 telemetry=self.telemetry,
+                                 releases=self.identity_modes.any_lookup)
         except Exception as exc:
             if is_transient(exc, conn.engine):
                 raise

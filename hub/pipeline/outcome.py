@@ -22,6 +22,9 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)  # stored, but held for review
     merges: list[PatientMerge] = field(default_factory=list)
     matched: list[str] = field(default_factory=list)  # conditional creates' stored matches
+    # Identity keys (type, system, value) whose registration or assignment may place the
+    # readings that could not be: what the message waits for if quarantined.
+    waits: set[tuple[str, str, str]] = field(default_factory=set)
 
     @property
     def error_text(self) -> str | None:

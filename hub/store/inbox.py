@@ -60,6 +60,7 @@ def receive(
     error: str | None = None,
     reply: bytes | None = None,
     traceparent: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Receipt:
     """Durably store one inbound message and return its id; commit happens before returning.
 
@@ -77,7 +78,7 @@ def receive(
         "id": message_id, "source": source, "channel": channel, "received_at": utcnow(),
         "content_type": content_type, "body": body, "sha256": digest, "dedupe_key": key,
         "status": status, "error": error, "client": client, "reply": reply, "attempts": 0,
-        "traceparent": traceparent,
+        "traceparent": traceparent, "meta": meta_text(meta),
     }
     try:
         with write_tx(engine) as conn:
@@ -134,6 +135,7 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
         row.setdefault("sha256", body_hash(row["body"]))
         row.setdefault("attempts", 0)
         row.setdefault("dedupe_key", f"sha256:{row['sha256']}")
+        row.setdefault("meta", None)
     if rows:
         conn.execute(T.insert(), rows)
 
@@ -151,7 +153,8 @@ def claim(conn: Connection, limit: int, only: list[str] | None = None, *, lock: 
     locks on PostgreSQL): the caller prepares them outside the write transaction and takes
     them with ``take`` when it commits."""
     query = (
-        select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at, T.c.traceparent)
+        select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at, T.c.traceparent,
+               T.c.meta)
         .where(T.c.status == STATUS_RECEIVED)
         .order_by(T.c.seq)
         .limit(limit)
@@ -162,7 +165,8 @@ def claim(conn: Connection, limit: int, only: list[str] | None = None, *, lock: 
         query = query.with_for_update(skip_locked=True)
     rows = conn.execute(query).all()
     return [RawMessage(r.id, r.source, r.content_type, bytes(r.body),
-                       as_utc(r.received_at) or utcnow(), r.traceparent) for r in rows]
+                       as_utc(r.received_at) or utcnow(), r.traceparent, _meta(r.meta))
+            for r in rows]
 
 
 def waiting(conn: Connection, limit: int, skip: Collection[str] = ()
@@ -171,7 +175,7 @@ def waiting(conn: Connection, limit: int, skip: Collection[str] = ()
     body's size instead): a preparing process reads the bodies (``bodies``). Only reads."""
     query = (
         select(T.c.id, T.c.source, T.c.content_type, T.c.received_at, T.c.traceparent,
-               func.length(T.c.body).label("size"))
+               T.c.meta, func.length(T.c.body).label("size"))
         .where(T.c.status == STATUS_RECEIVED)
         .order_by(T.c.seq)
         .limit(limit)
@@ -179,7 +183,18 @@ def waiting(conn: Connection, limit: int, skip: Collection[str] = ()
     if skip:
         query = query.where(T.c.id.not_in(list(skip)))
     return [(RawMessage(r.id, r.source, r.content_type, b"", as_utc(r.received_at) or utcnow(),
-                        r.traceparent), int(r.size or 0)) for r in conn.execute(query).all()]
+                        r.traceparent, _meta(r.meta)), int(r.size or 0))
+            for r in conn.execute(query).all()]
+
+
+def meta_text(meta: dict[str, Any] | None) -> str | None:
+    """A message's channel metadata as the ``meta`` column stores it."""
+    return orjson.dumps(meta).decode() if meta else None
+
+
+def _meta(text: str | None) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = orjson.loads(text) if text else None
+    return found
 
 
 def take(conn: Connection, message_ids: list[str]) -> set[str]:

@@ -44,6 +44,8 @@ class InboundMessage(SQLModel, table=True):
     reply: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     traceparent: str | None = Field(default=None, max_length=64,
                                     description="W3C trace context of the intake span")
+    meta: str | None = Field(default=None, sa_column=Column(Text, nullable=True),
+                             description="JSON: what the channel knew beside the body (MQTT topic)")
     attempts: int = 0
     processed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
@@ -96,6 +98,19 @@ class RegistryIdentifier(SQLModel, table=True):
     system: str = Field(primary_key=True, max_length=200)
     value: str = Field(primary_key=True, max_length=200)
     res_id: str = Field(max_length=64, index=True)
+
+
+class InboxHold(SQLModel, table=True):
+    """What a quarantined message waits for: one row per identity key (type, system, value) it
+    could not resolve, or ``*`` for "any registry change" (hub.store.quarantine)."""
+
+    __tablename__ = "inbox_hold"
+    __table_args__ = (Index("ix_inbox_hold_key", "res_type", "system", "value"),)
+
+    message_id: str = Field(primary_key=True, max_length=36)
+    res_type: str = Field(primary_key=True, max_length=16)
+    system: str = Field(primary_key=True, max_length=200)
+    value: str = Field(primary_key=True, max_length=200)
 
 
 class DeviceAssignment(SQLModel, table=True):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,13 +22,22 @@ from sqlalchemy import text
 from hub.api.app import create_app
 from hub.channels.mqtt import MqttChannel
 from hub.channels.mqtt_config import MqttFile
+from hub.contracts import Identifier
+from hub.fhir.ids import registry_id
+from hub.identity.admin import assign_device
 from hub.runtime import Hub
-from hub.store import api_keys, inbox
+from hub.store import api_keys, inbox, registry
 from hub.telemetry import Telemetry
 from hub.worker import drain
 from tests.conftest import TEST_SECRET, auth, make_settings
 from tests.mqtt.conftest import publish, purge_session
 from tests.readings import canonical
+from tests.test_channel_meta import (
+    IOMT_EVENT,
+    IOMT_SYSTEM,
+    iomt_reading_the_topic,
+    mappings_with_topic_device,
+)
 
 pytestmark = pytest.mark.mqtt
 
@@ -209,3 +220,39 @@ def test_a_shared_subscription_splits_the_stream_between_hubs_without_duplicates
         for channel in (one, two):
             stop(channel, channels)
         purge_session(*system_broker, f"{prefix}-2")
+
+
+def test_the_topic_is_kept_with_the_message_and_mappings_read_it_as_meta(
+    db_url: str, tmp_path: Path, system_broker: tuple[str, int], prefix: str,
+    channels: list[MqttChannel]
+) -> None:
+    # The iomt mapping, in a copy, falls back to the topic's second level for the device id.
+    mappings = iomt_reading_the_topic(mappings_with_topic_device(tmp_path))
+    hub = Hub.build(make_settings(db_url, mappings_dir=mappings), Telemetry.disabled())
+    try:
+        cfg = config(prefix, system_broker, [{"filter": f"{prefix}/+/vitals", "source": "iomt"}])
+        channel = start(hub, cfg, channels)
+        topic = f"{prefix}/cuff-9/vitals"
+        publish(*system_broker, topic, orjson.dumps(IOMT_EVENT))
+        wait_until(lambda: channel.stats.acked == 1, what="the PUBACK")
+        with hub.engine.connect() as conn:
+            (raw,) = inbox.claim(conn, 10, lock=False)
+        assert raw.meta == {"channel": "mqtt", "topic": topic,
+                            "topic_levels": [prefix, "cuff-9", "vitals"]}
+        drain(hub.pipeline, hub.engine, 8)
+        message = inbox.get(hub.engine, raw.id)
+        # the device came from the topic (the event names none): it waits for its patient
+        assert message is not None
+        assert (message["status"], message["error"]) == ("quarantined",
+                                                         "items[0]: unassigned device")
+        with hub.engine.connect() as conn:  # ...and is registered under the topic's name
+            assert registry.lookup(conn, "Device", Identifier(IOMT_SYSTEM, "cuff-9")) \
+                == registry_id("Device", Identifier(IOMT_SYSTEM, "cuff-9"))
+        assign_device(hub.engine, Identifier(IOMT_SYSTEM, "cuff-9"),
+                      Identifier("urn:example:patient", "p-9"), datetime(2026, 1, 1, tzinfo=UTC))
+        inbox.requeue(hub.engine, status=inbox.STATUS_QUARANTINED)
+        drain(hub.pipeline, hub.engine, 8)
+        message = inbox.get(hub.engine, raw.id)
+        assert message is not None and message["status"] == "processed", message["error"]
+    finally:
+        hub.engine.dispose()
