@@ -83,3 +83,36 @@ def test_canonical_shapes(expression: str) -> None:
 def test_unknown_function_fails_at_compile_as_before() -> None:
     with pytest.raises(JMESPathError):
         fastpath.compile_expression("nope(item)")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(expression=_expressions(), document=documents)
+def test_scope_keys_are_all_the_result_depends_on(expression: str, document: Any) -> None:
+    """Searched over only the keys ``scope_keys`` names, an expression gives what it gives over
+    the whole scope: the extractor evaluates root-only identifiers once per payload on this."""
+    try:
+        compiled = fastpath.compile_expression(expression)
+    except JMESPathError:
+        return
+    keys = fastpath.scope_keys(compiled)
+    if keys is None or not isinstance(document, dict):
+        return
+    others = {"item": {"a": 1}, "parent": [document], "b": "other", "x y": 0}
+    scope = {**others, **document}
+    only = {k: v for k, v in scope.items() if k in keys}
+    assert _outcome(compiled, scope) == _outcome(compiled, only), (expression, keys)
+
+
+@pytest.mark.parametrize(("expression", "keys"), [
+    ("root.device.id", {"root"}),
+    ("root.device.system || 'urn:iomt-fhir-hub:device'", {"root"}),
+    ("{v: root.a, w: `1`}", {"root"}),
+    ("item.components || {value: item.value}", {"item"}),
+    ("root.a || item.b", {"root", "item"}),
+    ("@", None),
+    ("length(root.a)", None),
+    ("root.a[0]", None),
+])
+def test_scope_keys(expression: str, keys: set[str] | None) -> None:
+    assert fastpath.scope_keys(fastpath.compile_expression(expression)) == \
+        (None if keys is None else frozenset(keys))

@@ -67,6 +67,33 @@ def test_item_refusal_keeps_the_reason_and_the_place() -> None:
     assert len(out.measurements) == 1
 
 
+@pytest.mark.parametrize("root", [
+    {"device": {"id": "d-1"}, "patient": {"id": "p-1"}},
+    {"device": {"id": "d-1"}},  # no patient: readings without one
+    {"device": {"id": ""}, "patient": {"id": "p-1"}},  # no device: every reading refused
+    {"device": {"id": "d-1", "system": None}, "patient": {"id": "p-1", "system": 7}},
+])
+def test_identifiers_read_from_the_payload_root_apply_to_each_item(root: dict[str, Any]) -> None:
+    """Root-only identifier expressions are evaluated once per payload: each item gets the
+    same identifier, or the same error at its own location, as if evaluated per item."""
+    ident = {"system": "root.device.system || 'urn:d'", "value": "root.device.id"}
+    patient = {"system": "root.patient.system || 'urn:p'", "value": "root.patient.id"}
+    m = mapping(rule(each="r", device=ident, patient=patient))
+    out = m.extract({**root, "r": [{"t": "2026-01-01T00:00:00Z", "v": 60},
+                                   {"t": "2026-01-01T00:01:00Z", "v": 61}]})
+    device = root["device"]["id"]
+    if not device:
+        assert [(e.message, e.location) for e in out.errors] == \
+            [("device identifier missing", "r[0]"), ("device identifier missing", "r[1]")]
+        return
+    assert not out.errors
+    assert [(x.device.system, x.device.value) for x in out.measurements] == [("urn:d", "d-1")] * 2
+    system = str(root.get("patient", {}).get("system") or "urn:p")
+    want = None if "patient" not in root else (system, "p-1")
+    assert [x.patient and (x.patient.system, x.patient.value) for x in out.measurements] == \
+        [want] * 2
+
+
 def test_document_refusal_stops_the_message_or_marks_items() -> None:
     whole = mapping(rule(each="r"), refuse=[{"when": "error", "reason": "vendor error"}])
     with pytest.raises(DataError, match="vendor error"):

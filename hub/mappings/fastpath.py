@@ -31,7 +31,7 @@ from typing import Any
 from hub.mappings.functions import Expression
 from hub.mappings.functions import compile_expression as compile_interpreted
 
-__all__ = ["FastExpression", "compile_expression"]
+__all__ = ["FastExpression", "compile_expression", "scope_keys"]
 
 Evaluate = Callable[[Any], Any]
 
@@ -177,3 +177,43 @@ def _compile(node: dict[str, Any]) -> Evaluate:
     if kind == "multi_select_list":
         return _multi_list([_compile(child) for child in children])
     return _interpreted(node)
+
+
+# Node kinds whose value is a pure function of the value searched (no function calls, no
+# projections): what ``scope_keys`` can reason about.
+_PURE = frozenset({"field", "subexpression", "or_expression", "and_expression", "literal",
+                   "current", "identity", "multi_select_dict", "multi_select_list", "key_val_pair"})
+
+
+def _pure(node: dict[str, Any]) -> bool:
+    return node["type"] in _PURE and all(_pure(child) for child in node.get("children", ()))
+
+
+def _top_keys(node: dict[str, Any]) -> frozenset[str] | None:
+    kind = node["type"]
+    children: list[dict[str, Any]] = node.get("children", [])
+    if kind == "field":
+        return frozenset((node["value"],))
+    if kind == "literal":
+        return frozenset()
+    if kind == "subexpression":  # the later steps search the first step's result
+        return _top_keys(children[0])
+    if kind in ("or_expression", "and_expression", "multi_select_dict", "multi_select_list",
+                "key_val_pair"):
+        keys: frozenset[str] = frozenset()
+        for child in children:
+            found = _top_keys(child)
+            if found is None:
+                return None
+            keys |= found
+        return keys
+    return None  # ``@`` over the whole value, or a kind not reasoned about
+
+
+def scope_keys(expression: Expression) -> frozenset[str] | None:
+    """The keys of the searched object (a mapping's scope: ``item``, ``root``, ``parent``) the
+    expression's result depends on, or None when that is not known (functions, projections,
+    ``@`` over the whole scope...). An expression whose keys are ``{"root"}`` gives the same
+    result for every item of a payload."""
+    parsed = expression.parsed
+    return _top_keys(parsed) if _pure(parsed) else None
