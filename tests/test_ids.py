@@ -36,3 +36,15 @@ def test_instant_key_is_utc_strftime(when: datetime) -> None:
     except OverflowError:  # the instant is outside datetime's range in UTC
         return
     assert instant_key(when) == expected
+
+
+@settings(max_examples=2000)
+@given(st.datetimes(timezones=st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))])))
+def test_instant_key_from_the_isoformat_is_utc_strftime(when: datetime) -> None:
+    """build_observation passes the effectiveDateTime it wrote; the key is the same."""
+    try:
+        expected = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except OverflowError:
+        return
+    assert instant_key(when, when.isoformat()) == expected

@@ -104,7 +104,8 @@ def build_observation(
 ) -> dict[str, Any]:
     """The R4 Observation for one measurement; DataError names what is wrong and where."""
     where = m.location or m.type
-    rid = observation_id(m.device, patient_id, m.type, m.time)
+    effective = m.time.isoformat()
+    rid = observation_id(m.device, patient_id, m.type, m.time, effective)
     meta: dict[str, Any] = {
         "source": f"urn:uuid:{lineage.message_id}",
         "tag": [{"system": SOURCE_TAG_SYSTEM, "code": lineage.source}],
@@ -126,7 +127,7 @@ def build_observation(
     obs["code"] = _codeable(spec.codes)
     if patient_id is not None:
         obs["subject"] = {"reference": f"Patient/{patient_id}"}
-    obs["effectiveDateTime"] = m.time.isoformat()
+    obs["effectiveDateTime"] = effective
     obs["device"] = {"reference": f"Device/{device_id}"}
     if spec.value != "none":
         if spec.input not in m.values:
