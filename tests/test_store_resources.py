@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.dialects import sqlite
 
 from hub.runtime import Hub
 from hub.store import resources
@@ -82,3 +86,18 @@ def test_rows_of_other_types_are_still_reported(hub: Hub) -> None:
     changed = write_unreturned(hub, observation("147842"), {**patient, "gender": "male"})
     assert [(w.res_type, w.res_id, w.version_id) for w in changed
             if w.res_type == "Patient"] == [("Patient", "p-1", 2)]
+
+
+@settings(max_examples=2000)
+@given(st.datetimes(timezones=st.none() | st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))])))
+def test_sqlite_instants_are_written_as_sqlalchemy_writes_them(when: datetime) -> None:
+    """The fast SQLite writer gives SQLAlchemy's DATETIME bind text, so rows read back as
+    before."""
+    dialect = sqlite.dialect()
+    impl = Resource.__table__.c.effective.type.dialect_impl(dialect)
+    reference = impl.bind_processor(dialect)
+    writer = resources._instant_writer(dialect)
+    assert writer is resources._sqlite_instant  # the fast path is the one taken
+    assert writer(when) == reference(when)
+    assert writer(None) is None

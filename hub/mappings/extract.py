@@ -102,7 +102,8 @@ class _CompiledIdentifier:
         root (the canonical format's ``device``/``patient``) is evaluated once here and the
         same Identifier given to every item (or the same error, at the item's location): for
         500-reading messages that is four expression searches and two Identifiers less per
-        reading (measured in bench.phases: see the commit)."""
+        reading (measured, extract of a 500-reading canonical message: 7.9-11.4 → 4.4-6.1 µs per
+        reading, timeit best of 15, A/B alternating)."""
         if not self.per_payload:
             return self.evaluate
         try:
