@@ -44,6 +44,41 @@ def _codeable(spec_codes: Any) -> dict[str, Any]:
                        for c in spec_codes]}
 
 
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A catalogue type's codings as JSON, made once. Every Observation gets its own copies
+    (``_copied``): callers may edit what they get (HL7v2 adds codings to ``code``)."""
+
+    spec: TypeSpec  # held: the cache is keyed by its id()
+    code: tuple[dict[str, str], ...]
+    category: tuple[dict[str, str], ...]
+    components: tuple[tuple[dict[str, str], ...], ...]
+
+
+_templates: dict[int, _Template] = {}
+
+
+def _template(spec: TypeSpec) -> _Template:
+    found = _templates.get(id(spec))
+    if found is not None and found.spec is spec:
+        return found
+    if len(_templates) > 10_000:  # catalogues reloaded many times over: start afresh
+        _templates.clear()
+    category = (() if not spec.category else
+                ({"system": CATEGORY_SYSTEM, "code": spec.category,
+                  "display": CATEGORY_DISPLAY[spec.category]},))
+    made = _Template(spec, tuple(_codeable(spec.codes)["coding"]), category,
+                     tuple(tuple(_codeable(c.codes)["coding"]) for c in spec.components))
+    _templates[id(spec)] = made
+    return made
+
+
+def _copied(codings: tuple[dict[str, str], ...]) -> dict[str, Any]:
+    # A C-level copy of each coding: ~0.4 us where building it from the model's attributes
+    # took ~0.9 us (timeit), one to three codings per reading.
+    return {"coding": [c.copy() for c in codings]}
+
+
 def _unit_matches(unit: UnitSpec, given: str | None) -> bool:
     return given is not None and (given == unit.code or given in unit.aliases)
 
@@ -84,12 +119,13 @@ def _unit_refusal(unit: UnitSpec, given: str | None) -> str:
     return f"unit not accepted: {what} (expected {unit.code}{accepted})"
 
 
-def _component(comp: ComponentSpec, m: Measurement, where: str) -> dict[str, Any] | None:
+def _component(comp: ComponentSpec, codings: tuple[dict[str, str], ...], m: Measurement,
+               where: str) -> dict[str, Any] | None:
     if comp.input not in m.values:
         if comp.required:
             raise DataError(f"component '{comp.input}' missing", location=where)
         return None
-    return {"code": _codeable(comp.codes),
+    return {"code": _copied(codings),
             "valueQuantity": _quantity(m.values[comp.input], comp.unit, m.unit,
                                        f"{where}.{comp.input}")}
 
@@ -121,10 +157,10 @@ def build_observation(
         "identifier": [urn_identifier(rid)],
         "status": "final",
     }
-    if spec.category:
-        obs["category"] = [{"coding": [{"system": CATEGORY_SYSTEM, "code": spec.category,
-                                        "display": CATEGORY_DISPLAY[spec.category]}]}]
-    obs["code"] = _codeable(spec.codes)
+    template = _template(spec)
+    if template.category:
+        obs["category"] = [_copied(template.category)]
+    obs["code"] = _copied(template.code)
     if patient_id is not None:
         obs["subject"] = {"reference": f"Patient/{patient_id}"}
     obs["effectiveDateTime"] = effective
@@ -139,7 +175,9 @@ def build_observation(
                             location=where)
         obs["valueQuantity"]["comparator"] = m.comparator
     if spec.components:
-        comps = [c for c in (_component(c, m, where) for c in spec.components) if c is not None]
+        comps = [c for c in (_component(c, codings, m, where) for c, codings
+                             in zip(spec.components, template.components, strict=True))
+                 if c is not None]
         obs["component"] = comps
     if spec.plausible is not None or spec.components:
         plausibility.review(obs, spec)  # out of range: kept, marked, held for review
