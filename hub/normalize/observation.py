@@ -79,12 +79,13 @@ def _copied(codings: tuple[dict[str, str], ...]) -> dict[str, Any]:
     return {"coding": [c.copy() for c in codings]}
 
 
-def _unit_matches(unit: UnitSpec, given: str | None) -> bool:
-    return given is not None and (given == unit.code or given in unit.aliases)
+# A tuple, not ``int | float``: that builds a union object on every call (as in
+# hub.rules.readings), once or twice per reading here.
+_NUMBER = (int, float)
 
 
 def _number(value: Any, where: str) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
         if isinstance(value, str):
             try:
                 number = float(value) if any(ch in value for ch in ".eE") else int(value)
@@ -100,8 +101,8 @@ def _number(value: Any, where: str) -> int | float:
 
 
 def _quantity(value: Any, unit: UnitSpec, given_unit: str | None, where: str) -> dict[str, Any]:
-    if _unit_matches(unit, given_unit):
-        number = _number(value, where)  # the canonical unit: passed through untouched
+    if given_unit is not None and (given_unit == unit.code or given_unit in unit.aliases):
+        number = _number(value, where)  # the canonical unit or an alias: untouched
     else:
         # Another unit: converted if the catalogue accepts it (a compiled multiply-add, see
         # hub.normalize.units), else refused.
@@ -168,7 +169,10 @@ def build_observation(
     if spec.value != "none":
         if spec.input not in m.values:
             raise DataError("value missing", location=where)
-        obs.update(_value(spec, m, where))
+        if spec.value == "quantity" and spec.unit is not None:  # most readings: no dict to merge
+            obs["valueQuantity"] = _quantity(m.values[spec.input], spec.unit, m.unit, where)
+        else:
+            obs.update(_value(spec, m, where))
     if m.comparator is not None:
         if "valueQuantity" not in obs:
             raise DataError(f"a comparator applies to a quantity; type '{m.type}' has none",
