@@ -78,7 +78,6 @@ def _release(conn: Connection, res_type: str, res_id: str) -> int:
     or for any change (module docstring); how many."""
     keys = [(res_type, i.system, i.value)
             for i in registry.identifiers_for(conn, res_type, [res_id])[res_id]]
-    quarantine.releasing(conn, keys)
     return quarantine.release(conn, keys)
 
 

@@ -224,7 +224,6 @@ class IdentityResolver:
         quarantined messages waiting for them back in the queue (those still unplaced return to
         quarantine, waiting for what they still lack)."""
         if fresh and self._modes.any_lookup:
-            quarantine.releasing(conn, fresh)
             quarantine.release(conn, fresh)
 
     def apply_merges(self, conn: Connection, merges: list[PatientMerge],

@@ -71,7 +71,6 @@ def write_run(conn: Connection, run: Run, resolver: IdentityResolver, *, rules: 
         if registry.register(conn, key[0], Identifier(key[1], key[2]), rid) != rid:
             raise StaleIdentity
     if releases and run.proposed:
-        quarantine.releasing(conn, run.proposed)
         quarantine.release(conn, run.proposed)
     with telemetry.span("store", batch=len(run.messages), resources=len(run.rows)):
         # Which Observations changed matters only to routing them to destinations.

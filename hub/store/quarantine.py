@@ -33,7 +33,7 @@ PostgreSQL (READ COMMITTED): a worker that finds a key unresolved and a registry
 resolves it could each miss the other's uncommitted write (the worker quarantines a message the
 change's release did not see: stranded until another change to that key). So the worker calls
 ``awaiting(key)`` before its decisive read, which takes a shared transaction-level advisory lock
-on the key, and the change calls ``releasing(keys)`` (exclusive) before it releases: one of them
+on the key, and ``release`` locks the keys of a change (exclusive) before it releases: one of them
 waits for the other's commit, and then sees it. SQLite has one writer at a time: no lock needed.
 """
 
@@ -73,8 +73,10 @@ def hold(conn: Connection, message_id: str, keys: Iterable[IdentityKey]) -> None
 
 def release(conn: Connection, keys: Iterable[IdentityKey]) -> int:
     """Put the quarantined messages waiting for any of ``keys`` (or for any change) back in the
-    queue, in the caller's transaction, and drop their holds; returns how many. The caller
-    called ``releasing(keys)`` first (PostgreSQL)."""
+    queue, in the caller's transaction, and drop their holds; returns how many. On PostgreSQL
+    the keys are locked first (``_lock_for_release``)."""
+    keys = list(keys)
+    _lock_for_release(conn, keys)
     wanted = sorted({k for k in keys if _storable(k)} | {ANY})
     # One index probe per key (ix_inbox_hold_key), then the messages by id: written as
     # ``(res_type, system, value) IN (...)`` or as a subquery of the UPDATE, SQLite scanned the
@@ -124,7 +126,7 @@ def awaiting(conn: Connection, key: IdentityKey) -> bool:
     return True
 
 
-def releasing(conn: Connection, keys: Iterable[IdentityKey]) -> None:
+def _lock_for_release(conn: Connection, keys: Iterable[IdentityKey]) -> None:
     """About to release for ``keys``: on PostgreSQL, lock them exclusively until this
     transaction ends, in one order, so two changes never wait for each other in a cycle. (A
     worker holding shared locks on keys of two changes can close one with them; PostgreSQL
