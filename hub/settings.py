@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "changethis"  # noqa: S105 - the sentinel that production refuses
@@ -20,6 +21,17 @@ def _default_mappings_dir() -> Path:
     """``./mappings`` if the working directory has one, else the one shipped beside the package."""
     local = Path("mappings")
     return local if local.is_dir() else REPO_ROOT / "mappings"
+
+
+def check_rate_limit(text: str) -> str:
+    """``text`` if it is a rate limit in the ``limits`` notation ("20/second;1000/minute", the
+    notation of Flask-Limiter and slowapi), else ValueError saying so."""
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a rate limit; write e.g. '20/second' or "
+                         "'20/second;1000/minute'") from None
+    return text.strip()
 
 
 class Settings(BaseSettings):
@@ -44,6 +56,13 @@ class Settings(BaseSettings):
         SecretStr(DEFAULT_SECRET), description="HMAC key for API-key hashes (pepper)"
     )
     max_body_bytes: int = Field(5 * 1024 * 1024, description="request bodies above this get 413")
+    rate_limit: str | None = Field(
+        None, description='requests each API key may make, e.g. "50/second;2000/minute" (over '
+        "it: 429 with Retry-After); a key's own limit (hub keys create --rate-limit) wins; "
+        "unset: no limit but the keys' own")
+    rate_limit_storage: str = Field(
+        "memory://", description="where request counts live: memory:// counts per process; "
+        "redis://host:6379 shares one count between every hub serve process")
     mappings_dir: Path = Field(default_factory=_default_mappings_dir)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -74,6 +93,11 @@ class Settings(BaseSettings):
     identity_modes: dict[str, Literal["create", "lookup"]] = Field(
         default_factory=dict, description='per source, overriding identity_mode, as JSON: '
         '{"withings": "lookup"}')
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else check_rate_limit(value)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

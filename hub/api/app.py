@@ -13,6 +13,7 @@ from hub.api import errors, fhir_bundle, fhir_read, fhir_write, health, ingest, 
 from hub.api import hl7v2 as hl7v2_api
 from hub.api import registry as registry_api
 from hub.api import rules as rules_api
+from hub.api.ratelimit import RateLimits
 from hub.runtime import Hub
 
 
@@ -46,6 +47,7 @@ def create_app(hub: Hub, *, inline_worker: bool | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
+    app.state.rate_limits = RateLimits(hub.settings.rate_limit, hub.settings.rate_limit_storage)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(ingest.router)

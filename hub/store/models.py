@@ -202,6 +202,10 @@ class ApiKey(SQLModel, table=True):
     sources: str = Field(max_length=1000, description="comma-separated sources, or *")
     created_at: datetime = Field(sa_column=_ts())
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    rate_limit: str | None = Field(
+        default=None, max_length=200,
+        description='the client\'s own request-rate limit ("20/second;1000/minute"); NULL: '
+                    "the process default (HUB_RATE_LIMIT)")
 
 
 class RulePatientState(SQLModel, table=True):
