@@ -130,11 +130,16 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """
     now = utcnow()
     for row in rows:
-        row.setdefault("id", str(uuid.uuid4()))
+        # Only what is missing is made: setdefault's argument would be computed every time
+        # (a uuid4, i.e. an os.urandom system call, per message the caller already named).
+        if "id" not in row:
+            row["id"] = str(uuid.uuid4())
         row.setdefault("received_at", now)
-        row.setdefault("sha256", body_hash(row["body"]))
+        if "sha256" not in row:
+            row["sha256"] = body_hash(row["body"])
         row.setdefault("attempts", 0)
-        row.setdefault("dedupe_key", f"sha256:{row['sha256']}")
+        if "dedupe_key" not in row:
+            row["dedupe_key"] = f"sha256:{row['sha256']}"
         row.setdefault("meta", None)
     if rows:
         conn.execute(T.insert(), rows)
