@@ -75,8 +75,9 @@ def content_checks(msg: Message) -> None:
     for obx in obxs:
         # Raw text first: a plain "NM" and a plain number need no unescaping or splitting
         # (this runs for every OBX at the door and again in the worker).
-        if obx.raw(2) != "NM" and obx.field(2).strip().upper() not in _NUMERIC:
-            continue
+        raw2 = obx.raw(2)
+        if raw2 != "NM" and (not raw2 or obx.field(2).strip().upper() not in _NUMERIC):
+            continue  # (an empty OBX-2, as on PCD-01 device rows, is not NM either)
         raw = obx.raw(5)
         if enc.repetition in raw:
             continue  # repeated NM values: the mapping reports them per row
