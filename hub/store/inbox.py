@@ -161,7 +161,8 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     now = utcnow()
-    values: list[tuple[Any, ...]] = []
+    values: list[list[Any]] = []
+    bind = _time_binding(conn)
     for row in rows:
         # Only what is missing is made (a uuid4 is an os.urandom system call).
         if "id" not in row:
@@ -172,10 +173,10 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
         row.setdefault("attempts", 0)
         if "dedupe_key" not in row:
             row["dedupe_key"] = f"sha256:{row['sha256']}"
-        values.append(tuple(row.get(c) for c in _COLUMNS))
-    bind = _time_binding(conn)
-    if bind is not None:
-        values = [(*v[:_AT], bind(v[_AT]), *v[_AT + 1:]) for v in values]
+        value = list(map(row.get, _COLUMNS))
+        if bind is not None:
+            value[_AT] = bind(value[_AT])
+        values.append(value)
     with driver_cursor(conn, "inbox insert") as cursor:
         cursor.executemany(_INSERT.format(m=MARK[conn.dialect.name]), values)
 
