@@ -50,13 +50,30 @@ def encoding_from_header(header: str, segment: str = "MSH") -> EncodingChars:
             "header segment ends before its field separator", segment, 1, sequence=1
         )
     fs = header[3]
+    end = header.find(fs, 4)
+    declared = header[3:] if end < 0 else header[3:end]  # MSH-1 and MSH-2
+    known = _CHECKED.get(declared)
+    if known is not None:
+        return known
+    checked = _check(fs, declared[1:], segment)
+    if len(_CHECKED) < _CHECKED_MAX:
+        _CHECKED[declared] = checked
+    return checked
+
+
+# Delimiters already checked, by their MSH-1 + MSH-2 text: a sender uses one set, and the
+# checks cost ~2 us a message at the door and again in the worker. Only valid sets are kept
+# (an invalid one raises again, with its segment); bounded against senders varying them.
+_CHECKED: dict[str, EncodingChars] = {}
+_CHECKED_MAX = 64
+
+
+def _check(fs: str, chars: str, segment: str) -> EncodingChars:
     if not _is_delimiter(fs):
         raise Hl7ParseError(
             "field separator is a letter, digit, whitespace or control character",
             segment, 1, sequence=1,
         )
-    end = header.find(fs, 4)
-    chars = header[4:] if end < 0 else header[4:end]
     if len(chars) not in (4, 5):
         raise Hl7ParseError(
             f"encoding characters must be 4 or 5 characters, found {len(chars)}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.contracts import RawMessage
 from hub.store.db import as_utc, is_postgres, utcnow, write_tx
+from hub.store.dialect import MARK, driver_cursor
 from hub.store.models import InboundMessage
 
 T = InboundMessage.__table__  # type: ignore[attr-defined]
@@ -109,16 +110,44 @@ class Stored:
     received_at: datetime
 
 
+# The group-commit channels' two statements (every MLLP/MQTT batch runs both) go to the driver
+# on the transaction's cursor: SQLAlchemy Core's construction of an IN list, cache key,
+# compilation and dispatch cost more than SQLite running them (hub.store.dialect.driver_cursor).
+# Values are bound as Core binds them: SQLite's datetimes as its DATETIME type writes and
+# reads them.
+_COLUMNS = ("id", "source", "channel", "received_at", "content_type", "body", "sha256",
+            "dedupe_key", "status", "error", "client", "reply", "attempts", "traceparent",
+            "meta")
+_INSERT = (f"INSERT INTO {T.name} ({', '.join(_COLUMNS)}) "
+           f"VALUES ({', '.join(['{m}'] * len(_COLUMNS))})")
+_FIND = (f"SELECT id, status, reply, received_at, dedupe_key FROM {T.name} "
+         "WHERE source = {m} AND dedupe_key IN ({marks})")
+_AT = _COLUMNS.index("received_at")
+
+
+def _time_binding(conn: Connection) -> Callable[[Any], Any] | None:
+    impl = T.c.received_at.type.dialect_impl(conn.dialect)
+    return impl.bind_processor(conn.dialect)  # type: ignore[no-any-return]
+
+
+def _time_reading(conn: Connection) -> Callable[[Any], Any] | None:
+    impl = T.c.received_at.type.dialect_impl(conn.dialect)
+    return impl.result_processor(conn.dialect, None)  # type: ignore[no-any-return]
+
+
 def find_keys(conn: Connection, source: str, keys: list[str]) -> dict[str, Stored]:
     """The messages stored under any of ``keys`` (one query; for channels that batch writes)."""
     if not keys:
         return {}
-    rows = conn.execute(
-        select(T.c.id, T.c.status, T.c.reply, T.c.received_at, T.c.dedupe_key)
-        .where(T.c.source == source, T.c.dedupe_key.in_(keys))
-    ).all()
-    return {r.dedupe_key: Stored(Receipt(r.id, True, r.status, r.reply),
-                                 as_utc(r.received_at) or utcnow()) for r in rows}
+    mark = MARK[conn.dialect.name]
+    sql = _FIND.format(m=mark, marks=", ".join([mark] * len(keys)))
+    with driver_cursor(conn, "inbox dedupe lookup") as cursor:
+        cursor.execute(sql, (source, *keys))
+        rows = cursor.fetchall()
+    read = _time_reading(conn)
+    return {key: Stored(Receipt(mid, True, status, None if reply is None else bytes(reply)),
+                        as_utc(read(at) if read is not None else at) or utcnow())
+            for mid, status, reply, at, key in rows}
 
 
 def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -126,18 +155,30 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
     Each row has the columns ``receive`` writes; ``id``, ``received_at``, ``sha256`` and
     ``attempts`` are filled in when missing. The caller checked the dedupe keys first (same
-    transaction), so the unique (source, dedupe_key) constraint only trips on a bug.
+    transaction), so the unique (source, dedupe_key) constraint only trips on a bug (raised as
+    SQLAlchemy's IntegrityError, as from any statement).
     """
+    if not rows:
+        return
     now = utcnow()
+    values: list[list[Any]] = []
+    bind = _time_binding(conn)
     for row in rows:
-        row.setdefault("id", str(uuid.uuid4()))
+        # Only what is missing is made (a uuid4 is an os.urandom system call).
+        if "id" not in row:
+            row["id"] = str(uuid.uuid4())
         row.setdefault("received_at", now)
-        row.setdefault("sha256", body_hash(row["body"]))
+        if "sha256" not in row:
+            row["sha256"] = body_hash(row["body"])
         row.setdefault("attempts", 0)
-        row.setdefault("dedupe_key", f"sha256:{row['sha256']}")
-        row.setdefault("meta", None)
-    if rows:
-        conn.execute(T.insert(), rows)
+        if "dedupe_key" not in row:
+            row["dedupe_key"] = f"sha256:{row['sha256']}"
+        value = list(map(row.get, _COLUMNS))
+        if bind is not None:
+            value[_AT] = bind(value[_AT])
+        values.append(value)
+    with driver_cursor(conn, "inbox insert") as cursor:
+        cursor.executemany(_INSERT.format(m=MARK[conn.dialect.name]), values)
 
 
 def set_reply(engine: Engine, message_id: str, reply: bytes) -> None:

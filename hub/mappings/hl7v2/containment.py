@@ -35,6 +35,7 @@ SYSID_TYPE = {"coding": [{"system": "http://hl7.org/fhir/uv/phd/CodeSystem/"
 HL7V2_REF = "hl7v2@v1"
 
 
+MISSING: Any = object()  # not in the memo; of a Row's field: not read yet
 MEMO_LIMIT = 50_000  # entries; cleared when full (a sender cycling through ids must not grow it)
 
 
@@ -43,15 +44,13 @@ def memo(maps: Hl7v2Maps, key: tuple[Any, ...], compute: Callable[[], Any]) -> A
     text, the delimiters and the tables. Measured on the 6-OBX PCD-01 ORU of bench.hl7_mllp:
     the ORU extraction went from ~300 to ~110 us CPU per message."""
     table = maps.memo
-    found = table.get(key, _MISSING)
-    if found is _MISSING:
+    found = table.get(key, MISSING)
+    if found is MISSING:
         if len(table) >= MEMO_LIMIT:
             table.clear()
         found = table[key] = compute()
     return found
 
-
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +72,7 @@ class Row:
     device_row: bool  # a containment row: no value type, no value, MDS[.VMD[.CHAN]]
     notes: list[str] = field(default_factory=list)
     code: RowCode | None = None  # OBX-3, read once
+    equipment: Identifier | object | None = MISSING  # OBX-18 (equipment_of), read once
 
 
 @dataclass(slots=True)
@@ -109,8 +109,10 @@ def read_rows(msg: Message, ctx: Context, out: Extraction) -> list[Row]:
                                             location=f"{ctx.prefix}OBR[{group}]-7"))
                 obr_time = None
         elif name == "OBX":
-            path: tuple[int, ...] | None = memo(ctx.maps, ("path", seg.raw(4), ctx.encoding),
-                                                 partial(_path, seg))
+            key = ("path", seg.raw(4), ctx.encoding)
+            path: tuple[int, ...] | None = ctx.maps.memo.get(key, MISSING)
+            if path is MISSING:
+                path = memo(ctx.maps, key, partial(_path, seg))
             device_row = (path is not None and len(path) <= 3 and not seg.raw(2).strip()
                           and not seg.raw(5).strip())
             last = Row(seg, len(rows) + 1, group, obr_time, path, device_row)
@@ -156,7 +158,7 @@ def device_tree(rows: list[Row], ctx: Context, devices: dict[str, dict[str, Any]
     for row in rows:
         if row.path is None:
             continue
-        found = equipment_of(row.seg, ctx)
+        found = row.equipment = equipment_of(row.seg, ctx)
         if found is not None:
             ctx.mds_equipment.setdefault((row.group, row.path[0]), found)
             ctx.mds_equipment.setdefault((0, row.path[0]), found)
@@ -245,8 +247,11 @@ def equipment_of(seg: Segment, ctx: Context) -> Identifier | None:
                      if (found := equipment(rep)) is not None), None)
 
     # Escapes (\X..\ in the message's charset) are rare; their text is not cached.
-    return compute() if ctx.encoding.escape in raw else memo(
-        ctx.maps, ("equipment", raw, ctx.encoding), compute)
+    if ctx.encoding.escape in raw:
+        return compute()
+    key = ("equipment", raw, ctx.encoding)
+    found = ctx.maps.memo.get(key, MISSING)
+    return memo(ctx.maps, key, compute) if found is MISSING else found  # type: ignore[no-any-return]
 
 
 def row_code(row: Row, ctx: Context) -> RowCode:
@@ -257,8 +262,10 @@ def row_code(row: Row, ctx: Context) -> RowCode:
             row.code = _row_code(row.seg, ctx)
         else:
             sender = ctx.sender.name if ctx.sender is not None else None
-            row.code = memo(ctx.maps, ("code", raw, ctx.encoding, ctx.local, sender),
-                            lambda: _row_code(row.seg, ctx))
+            key = ("code", raw, ctx.encoding, ctx.local, sender)
+            found = ctx.maps.memo.get(key, MISSING)
+            row.code = (memo(ctx.maps, key, lambda: _row_code(row.seg, ctx))
+                        if found is MISSING else found)
     return row.code
 
 

@@ -53,6 +53,7 @@ from hub.mappings.hl7v2.codes import (
 )
 from hub.mappings.hl7v2.containment import (
     HL7V2_REF,
+    MISSING,
     Context,
     Row,
     components,
@@ -259,8 +260,8 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
     device = _equipment_of(row, ctx)
     is_equipment = device != ctx.sender_ident
     for ident in (device if is_equipment else None, ctx.gateway):
-        if ident is not None and device_id(ident) not in devices:
-            devices[device_id(ident)] = {"resourceType": "Device", **identified(ident)}
+        if ident is not None and (rid := device_id(ident)) not in devices:
+            devices[rid] = {"resourceType": "Device", **identified(ident)}
     target = code.target
     raw = seg.raw  # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
     detail = ObservationDetail(
@@ -332,7 +333,8 @@ def _as_quantity(value: ObservedValue | None, ucum: str | None, unit_text: str |
 
 
 def _equipment_of(row: Row, ctx: Context) -> Identifier:
-    return equipment_of(row.seg, ctx) or mds_identity(row, ctx)
+    found = row.equipment if row.equipment is not MISSING else equipment_of(row.seg, ctx)
+    return found or mds_identity(row, ctx)  # type: ignore[return-value]
 
 
 def _ranges(seg: Segment, ucum: str | None, unit_text: str | None
