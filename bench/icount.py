@@ -9,7 +9,7 @@ hub, the messages received, one message prepared to warm the caches), ``prepare`
 message prepared, as a preparing process does), ``handover`` (the results pickled and
 unpickled, as they cross to the committer), ``commit`` (committed in transactions of about
 ``--commit-rows`` rows, as ``hub worker --prepare-procs`` does). A phase's instructions per
-reading = (I refs up to it − I refs up to the one before) / readings, same ``--readings``.
+reading = (I refs up to it - I refs up to the one before) / readings, same ``--readings``.
 """
 
 from __future__ import annotations
