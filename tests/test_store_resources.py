@@ -101,3 +101,27 @@ def test_sqlite_instants_are_written_as_sqlalchemy_writes_them(when: datetime) -
     assert writer is resources._sqlite_instant  # the fast path is the one taken
     assert writer(when) == reference(when)
     assert writer(None) is None
+
+
+def _stored_effective(value: Any) -> str | None:
+    parsed = resources._parse_instant(value)
+    return None if parsed is None else resources._sqlite_instant(parsed)
+
+
+_ODD_INSTANTS = ["2026-W01-1T00:00:05+00:00", "2026-02-30T00:00:05+00:00",
+                 "2026-01-01T24:00:00+00:00", "2026-01-01T00:00:05,123456+00:00",
+                 "2026-01-01X00:00:05+00:00", "2026-01-01 00:00:05+00:00",
+                 "2026-01-01T00:00:05.123+00:00", "2026-01-01T00:00:05Z", "2026-01-01",
+                 "2026-01-01T00:00:05-00:00", "20260101T000005+00:00", "", None, 17]
+
+
+@settings(max_examples=2000)
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]))
+       | st.sampled_from(_ODD_INSTANTS))
+def test_sqlite_effective_text_is_the_parsed_instant_written(when: Any) -> None:
+    """An effective instant cut from its text (SQLite) is what parsing it and writing the
+    datetime gives, for the text isoformat writes and for texts that only look like it."""
+    texts = [when.isoformat(), when.isoformat(timespec="microseconds")] \
+        if isinstance(when, datetime) else [when]
+    for text in texts:
+        assert resources._sqlite_effective(text) == _stored_effective(text)

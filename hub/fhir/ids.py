@@ -18,6 +18,8 @@ URI_SYSTEM = "urn:ietf:rfc:3986"
 
 
 _NAMESPACE_BYTES = HUB_NAMESPACE.bytes
+# The RFC 4122 variant bits (10xx) set in the hex digit that holds them: 0-f -> 8, 9, a, b.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def stable_id(*parts: str) -> str:
@@ -25,15 +27,14 @@ def stable_id(*parts: str) -> str:
 
     Exactly ``str(uuid.uuid5(HUB_NAMESPACE, "|".join(parts)))`` (RFC 4122 §4.3: SHA-1 of namespace
     + name, version and variant bits set), computed without building a ``UUID`` object: one id per
-    reading is on the hot path (measured: 4.2 µs → 1.4 µs). ``tests/test_ids.py`` checks it
-    against ``uuid.uuid5``.
+    reading is on the hot path (measured: 4.2 µs → 1.4 µs). The version and variant are set in
+    the hex text (the version digit is 5; the variant digit's top bits 10) rather than in a
+    bytearray then hexed: 1.21 → 0.98 µs (timeit, thread time, best of 7).
+    ``tests/test_ids.py`` checks it against ``uuid.uuid5``.
     """
-    name = _NAMESPACE_BYTES + "|".join(parts).encode()
-    raw = bytearray(hashlib.sha1(name, usedforsecurity=False).digest()[:16])  # as uuid5 does
-    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + "|".join(parts).encode(),
+                     usedforsecurity=False).hexdigest()  # the first 32 digits: as uuid5 does
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def instant_key(when: datetime, iso: str | None = None) -> str:
