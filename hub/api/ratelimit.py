@@ -52,14 +52,21 @@ class RateLimits:
         if not text:
             return
         try:
-            for item in _items(text):
-                if not self.limiter.hit(item, "api-key", client.name):
-                    reset = self.limiter.get_window_stats(item, "api-key", client.name).reset_time
-                    wait = max(1, math.ceil(reset - time.time()))
-                    raise ApiError(429, f"rate limit of {item} for this API key exceeded; "
-                                        f"retry after {wait} s", headers={"Retry-After": str(wait)})
-        except ApiError:
-            raise
+            over = self._over(text, client.name)
         except Exception as exc:  # the shared store is down: accept, say so (no client name)
             log.warning("rate-limit store unavailable (%s); request not counted",
                         type(exc).__name__)
+            return
+        if over is not None:
+            item, wait = over
+            raise ApiError(429, f"rate limit of {item} for this API key exceeded; retry after "
+                                f"{wait} s", headers={"Retry-After": str(wait)})
+
+    def _over(self, text: str, name: str) -> tuple[RateLimitItem, int] | None:
+        """Count the request against each limit in ``text``; the first one it is over, and the
+        whole seconds until that one has room."""
+        for item in _items(text):
+            if not self.limiter.hit(item, "api-key", name):
+                reset = self.limiter.get_window_stats(item, "api-key", name).reset_time
+                return item, max(1, math.ceil(reset - time.time()))
+        return None

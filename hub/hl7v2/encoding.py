@@ -7,6 +7,7 @@ non-ASCII value can be read.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from hub.hl7v2.errors import ErrorCode, Hl7ParseError
@@ -51,23 +52,13 @@ def encoding_from_header(header: str, segment: str = "MSH") -> EncodingChars:
         )
     fs = header[3]
     end = header.find(fs, 4)
-    declared = header[3:] if end < 0 else header[3:end]  # MSH-1 and MSH-2
-    known = _CHECKED.get(declared)
-    if known is not None:
-        return known
-    checked = _check(fs, declared[1:], segment)
-    if len(_CHECKED) < _CHECKED_MAX:
-        _CHECKED[declared] = checked
-    return checked
+    return _check(fs, header[4:] if end < 0 else header[4:end], segment)
 
 
-# Delimiters already checked, by their MSH-1 + MSH-2 text: a sender uses one set, and the
-# checks cost ~2 us a message at the door and again in the worker. Only valid sets are kept
-# (an invalid one raises again, with its segment); bounded against senders varying them.
-_CHECKED: dict[str, EncodingChars] = {}
-_CHECKED_MAX = 64
-
-
+# Memoised: a sender uses one set of delimiters, and the checks cost ~2 us a message at the
+# door and again in the worker. Only valid sets are kept (lru_cache keeps no exceptions: an
+# invalid set raises again, with its segment).
+@lru_cache(maxsize=64)
 def _check(fs: str, chars: str, segment: str) -> EncodingChars:
     if not _is_delimiter(fs):
         raise Hl7ParseError(

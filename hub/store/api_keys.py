@@ -44,8 +44,7 @@ def create(engine: Engine, secret: str, name: str, sources: list[str],
            rate_limit: str | None = None) -> str:
     """Create a key and return it in clear (the only time it is ever shown); ``rate_limit``
     is checked (``check_rate_limit``) before anything is written."""
-    if rate_limit is not None:
-        rate_limit = _checked(rate_limit)
+    rate_limit = _checked(rate_limit)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     try:
         with write_tx(engine) as conn:
@@ -85,15 +84,17 @@ def set_rate_limit(engine: Engine, name: str, rate_limit: str | None) -> bool:
     """Give the key ``name`` its own rate limit (None: back to the process default); False if
     there is no such unrevoked key. Running ``hub serve`` processes see it at the key's next
     request (a key is looked up per request)."""
-    if rate_limit is not None:
-        rate_limit = _checked(rate_limit)
+    rate_limit = _checked(rate_limit)
     with write_tx(engine) as conn:
         done = conn.execute(update(K).where(K.c.name == name, K.c.revoked_at.is_(None))
                             .values(rate_limit=rate_limit)).rowcount
     return bool(done)
 
 
-def _checked(rate_limit: str) -> str:
+def _checked(rate_limit: str | None) -> str | None:
+    """``check_rate_limit`` as a ConfigurationError (the CLI's one line); None passes."""
+    if rate_limit is None:
+        return None
     try:
         return check_rate_limit(rate_limit)
     except ValueError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hub.contracts import RawMessage
 from hub.store.db import as_utc, is_postgres, utcnow, write_tx
-from hub.store.dialect import MARK, driver_cursor
+from hub.store.dialect import MARK, driver_cursor, time_reader, time_writer
 from hub.store.models import InboundMessage
 
 T = InboundMessage.__table__  # type: ignore[attr-defined]
@@ -125,16 +125,6 @@ _FIND = (f"SELECT id, status, reply, received_at, dedupe_key FROM {T.name} "
 _AT = _COLUMNS.index("received_at")
 
 
-def _time_binding(conn: Connection) -> Callable[[Any], Any] | None:
-    impl = T.c.received_at.type.dialect_impl(conn.dialect)
-    return impl.bind_processor(conn.dialect)  # type: ignore[no-any-return]
-
-
-def _time_reading(conn: Connection) -> Callable[[Any], Any] | None:
-    impl = T.c.received_at.type.dialect_impl(conn.dialect)
-    return impl.result_processor(conn.dialect, None)  # type: ignore[no-any-return]
-
-
 def find_keys(conn: Connection, source: str, keys: list[str]) -> dict[str, Stored]:
     """The messages stored under any of ``keys`` (one query; for channels that batch writes)."""
     if not keys:
@@ -144,9 +134,9 @@ def find_keys(conn: Connection, source: str, keys: list[str]) -> dict[str, Store
     with driver_cursor(conn, "inbox dedupe lookup") as cursor:
         cursor.execute(sql, (source, *keys))
         rows = cursor.fetchall()
-    read = _time_reading(conn)
+    read = time_reader(T.c.received_at.type, conn.dialect)
     return {key: Stored(Receipt(mid, True, status, None if reply is None else bytes(reply)),
-                        as_utc(read(at) if read is not None else at) or utcnow())
+                        as_utc(read(at)) or utcnow())
             for mid, status, reply, at, key in rows}
 
 
@@ -162,7 +152,7 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
         return
     now = utcnow()
     values: list[list[Any]] = []
-    bind = _time_binding(conn)
+    bind = time_writer(T.c.received_at.type, conn.dialect)
     for row in rows:
         # Only what is missing is made (a uuid4 is an os.urandom system call).
         if "id" not in row:
@@ -174,8 +164,7 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if "dedupe_key" not in row:
             row["dedupe_key"] = f"sha256:{row['sha256']}"
         value = list(map(row.get, _COLUMNS))
-        if bind is not None:
-            value[_AT] = bind(value[_AT])
+        value[_AT] = bind(value[_AT])
         values.append(value)
     with driver_cursor(conn, "inbox insert") as cursor:
         cursor.executemany(_INSERT.format(m=MARK[conn.dialect.name]), values)
@@ -287,8 +276,7 @@ def finish_many(conn: Connection, outcomes: list[Finished]) -> None:
     """``finish`` for many messages in one statement (executemany), same transaction."""
     if not outcomes:
         return
-    now = T.c.processed_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-    when = now(utcnow()) if now is not None else utcnow()
+    when = time_writer(T.c.processed_at.type, conn.dialect)(utcnow())
     params = [(o.status, o.error, o.notes, when, o.refs, o.message_id) for o in outcomes]
     marker = "%s" if is_postgres(conn.engine) else "?"
     statement = _FINISH.format(m=marker)

@@ -19,6 +19,7 @@ from sqlalchemy import and_, bindparam, select, tuple_
 from sqlalchemy.engine import Connection, Dialect
 
 from hub.store.db import as_utc, utcnow
+from hub.store.dialect import sqlite_time, time_writer
 from hub.store.models import Resource, ResourceToken
 
 R = Resource.__table__  # type: ignore[attr-defined]
@@ -160,20 +161,7 @@ def _sqlite_upsert(rows: int, *, returning: bool = True) -> str:
     return statement
 
 
-# SQLAlchemy's SQLite DATETIME storage format. Its processor fills the format from a dict of
-# seven attributes made per value; the same format over a tuple is cheaper (timeit, per value,
-# three runs: 1.9-2.8 µs → 1.1-2.0 µs; ``isoformat(" ")``, 2.4-3.5 µs, was no cheaper on this
-# machine). ``tests/test_store_resources.py`` checks they agree.
-_SQLITE_DATETIME_FORMAT = ("%(year)04d-%(month)02d-%(day)02d "
-                           "%(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d")
-
-
-def _sqlite_instant(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 (the cheaper one, above)
-        value.year, value.month, value.day, value.hour, value.minute, value.second,
-        value.microsecond)
+_sqlite_instant = sqlite_time  # (the name this module's callers and tests use)
 
 
 def _sqlite_effective(value: Any) -> str | None:
@@ -197,14 +185,8 @@ def _sqlite_effective(value: Any) -> str | None:
 
 
 def _instant_writer(dialect: Dialect) -> Callable[[datetime | None], Any]:
-    """How this dialect's DateTime column stores a value (SQLite: SQLAlchemy's text format, so
-    rows read back through the models exactly as before)."""
-    impl = R.c.effective.type.dialect_impl(dialect)
-    if (dialect.name == "sqlite"
-            and getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT):
-        return _sqlite_instant
-    process = impl.bind_processor(dialect)
-    return process if process is not None else (lambda value: value)
+    """How this dialect's DateTime column stores a value (hub.store.dialect.time_writer)."""
+    return time_writer(R.c.effective.type, dialect)
 
 
 @dataclass(slots=True)

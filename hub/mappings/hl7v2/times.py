@@ -54,29 +54,19 @@ def _zone(offset: str) -> tzinfo:
     return timezone(sign * delta)
 
 
+# Memoised by (text, zone): a PCD-01 message repeats one OBX-14 on every row (and OBR-7,
+# MSH-7), each read once per row; Hl7Time and its datetime are immutable. (An invalid DTM
+# raises again each time: lru_cache keeps no exceptions.)
+@lru_cache(maxsize=1024)
 def parse_dtm(text: str, zone: tzinfo) -> Hl7Time | None:
     """Parse a DTM; None for an empty value; ValueError when it is not a valid DTM.
 
     ``zone`` places values that carry no offset (see module docstring).
     """
-    parsed = _PARSED.get((text, zone))
-    if parsed is not None:
-        return parsed
     value = text.strip()
     if not value or value == '""':
         return None
-    parsed = _parse(value, zone)
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.clear()
-    _PARSED[(text, zone)] = parsed
-    return parsed
-
-
-# Parsed values by (text, zone): a PCD-01 message repeats one OBX-14 on every row (and OBR-7,
-# MSH-7), each read once per row; Hl7Time and its datetime are immutable. Cleared when full,
-# as the times move on with every message.
-_PARSED: dict[tuple[str, tzinfo], Hl7Time] = {}
-_PARSED_MAX = 1024
+    return _parse(value, zone)
 
 
 def _parse(value: str, zone: tzinfo) -> Hl7Time:
