@@ -306,3 +306,23 @@ def account_envelope(document: Any, hint: str) -> dict[str, Any]:
     if isinstance(account, bool) or not isinstance(account, str | int) or account == "":
         raise DataError(f"account missing; {hint}", location="account")
     return document
+
+
+class EnvelopeConnector(Connector):
+    """A vendor cloud's JSON answers posted in the account envelope (``account_envelope``).
+
+    ``decode`` is the same for every such vendor: JSON, the envelope (``envelope_hint`` tells a
+    sender how to wrap), then ``check_answer`` on the vendor's answer, which raises DataError
+    (location ``response...``) when it is not that vendor's data (an error answer, another API's
+    shape)."""
+
+    envelope_hint: ClassVar[str]
+
+    def decode(self, body: bytes, content_type: str) -> JSON:
+        document: dict[str, Any] = account_envelope(decode_json(body), self.envelope_hint)
+        self.check_answer(document["response"])
+        return document
+
+    @abstractmethod
+    def check_answer(self, response: Any) -> None:
+        """Raise DataError when ``response`` is not data in this vendor's answer format."""

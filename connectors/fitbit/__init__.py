@@ -17,26 +17,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hub.contracts import JSON, Connector, account_envelope, decode_json
+from hub.contracts import EnvelopeConnector
 from hub.errors import DataError
 
 ENVELOPE_HINT = ('post it as {"account": <Fitbit user id>, "time_zone": <profile timeZone>, '
                  '"response": <answer>}: a Fitbit answer does not say whose readings it holds')
 
 
-class FitbitConnector(Connector):
+class FitbitConnector(EnvelopeConnector):
     """Fitbit Web API answers in the account envelope."""
 
     name: ClassVar[str] = "fitbit"
-    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    envelope_hint: ClassVar[str] = ENVELOPE_HINT
 
-    def decode(self, body: bytes, content_type: str) -> JSON:
-        document: Any = decode_json(body)
-        account_envelope(document, ENVELOPE_HINT)
-        response = document["response"]
+    def check_answer(self, response: Any) -> None:
         if not isinstance(response, dict):
             raise DataError("response is not a Fitbit answer (expected an object)",
                             location="response")
         if response.get("success") is False or "errors" in response:
             raise DataError("Fitbit answered with an error, not data", location="response")
-        return document

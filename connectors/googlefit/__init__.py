@@ -13,24 +13,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hub.contracts import JSON, Connector, account_envelope, decode_json
+from hub.contracts import EnvelopeConnector
 from hub.errors import DataError
 
 ENVELOPE_HINT = ('post it as {"account": <Google account id>, "response": <dataset>}: a Google '
                  "Fit dataset does not say whose data it holds")
 
 
-class GoogleFitConnector(Connector):
+class GoogleFitConnector(EnvelopeConnector):
     """Google Fit dataset answers in the account envelope."""
 
     name: ClassVar[str] = "googlefit"
-    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    envelope_hint: ClassVar[str] = ENVELOPE_HINT
 
-    def decode(self, body: bytes, content_type: str) -> JSON:
-        document: Any = decode_json(body)
-        account_envelope(document, ENVELOPE_HINT)
-        response = document["response"]
+    def check_answer(self, response: Any) -> None:
         if not isinstance(response, dict) or "dataSourceId" not in response:
             raise DataError("response is not a Google Fit dataset (no dataSourceId)",
                             location="response")
-        return document

@@ -15,26 +15,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hub.contracts import JSON, Connector, account_envelope, decode_json
+from hub.contracts import EnvelopeConnector
 from hub.errors import DataError
 
 ENVELOPE_HINT = ('post it as {"account": <iHealth userid>, "response": <answer>}: an iHealth '
                  "answer does not say whose readings it holds")
 
 
-class IHealthConnector(Connector):
+class IHealthConnector(EnvelopeConnector):
     """iHealth cloud answers in the account envelope."""
 
     name: ClassVar[str] = "ihealth"
-    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    envelope_hint: ClassVar[str] = ENVELOPE_HINT
 
-    def decode(self, body: bytes, content_type: str) -> JSON:
-        document: Any = decode_json(body)
-        account_envelope(document, ENVELOPE_HINT)
-        response = document["response"]
+    def check_answer(self, response: Any) -> None:
         if not isinstance(response, dict):
             raise DataError("response is not an iHealth answer (expected an object)",
                             location="response")
         if "ErrorCode" in response:
             raise DataError("iHealth answered with an error, not data", location="response")
-        return document

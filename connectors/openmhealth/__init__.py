@@ -15,24 +15,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hub.contracts import JSON, Connector, account_envelope, decode_json
+from hub.contracts import EnvelopeConnector
 from hub.errors import DataError
 
 ENVELOPE_HINT = ('post it as {"account": <account id>, "response": <data point(s)>}: an Open '
                  "mHealth data point does not say whose reading it is")
 
 
-class OpenMHealthConnector(Connector):
+class OpenMHealthConnector(EnvelopeConnector):
     """Open mHealth data points in the account envelope."""
 
     name: ClassVar[str] = "openmhealth"
-    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    envelope_hint: ClassVar[str] = ENVELOPE_HINT
 
-    def decode(self, body: bytes, content_type: str) -> JSON:
-        document: Any = decode_json(body)
-        account_envelope(document, ENVELOPE_HINT)
-        response = document["response"]
+    def check_answer(self, response: Any) -> None:
         if not isinstance(response, dict | list) or not response:
             raise DataError("response is not an Open mHealth data point, array or body",
                             location="response")
-        return document

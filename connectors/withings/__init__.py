@@ -19,24 +19,21 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hub.contracts import JSON, Connector, account_envelope, decode_json
+from hub.contracts import JSON, EnvelopeConnector
 from hub.errors import DataError
 
 ENVELOPE_HINT = ('post it as {"account": <Withings userid>, "response": <getmeas answer>}: '
                  "a Withings answer does not say whose measures it holds")
 
 
-class WithingsConnector(Connector):
+class WithingsConnector(EnvelopeConnector):
     """Withings ``getmeas`` answers in the account envelope; one Observation per measure (a blood
     pressure panel per measure group holding systolic and diastolic)."""
 
     name: ClassVar[str] = "withings"
-    content_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    envelope_hint: ClassVar[str] = ENVELOPE_HINT
 
-    def decode(self, body: bytes, content_type: str) -> JSON:
-        document: Any = decode_json(body)
-        account_envelope(document, ENVELOPE_HINT)
-        response = document["response"]
+    def check_answer(self, response: Any) -> None:
         if not isinstance(response, dict) or "status" not in response:
             raise DataError("response is not a Withings API answer (no status)",
                             location="response")
@@ -44,7 +41,6 @@ class WithingsConnector(Connector):
             # Withings reports errors in-band with HTTP 200 and a non-zero status.
             raise DataError("Withings answered with an error status, not data",
                             location="response.status")
-        return document
 
     def event_id(self, document: JSON) -> str | None:
         """None: a getmeas answer has no id of its own (each measure group has a ``grpid``,
