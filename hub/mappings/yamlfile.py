@@ -19,34 +19,42 @@ from hub.errors import ErrorLocation, MappingError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _plain(node: Any) -> Any:
+def plain(node: Any) -> Any:
     """ruamel's round-trip containers → plain dicts/lists (pydantic validates plain data)."""
     if isinstance(node, CommentedMap):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): plain(v) for k, v in node.items()}
     if isinstance(node, CommentedSeq):
-        return [_plain(v) for v in node]
+        return [plain(v) for v in node]
     return node
 
 
-def _mark(root: Any, loc: tuple[int | str, ...]) -> tuple[int | None, int | None]:
+def child(node: Any, part: int | str) -> tuple[int, int, Any] | None:
+    """The 1-based line/column of key or item ``part`` of a parsed YAML node, and its value;
+    None when the node has no such key or item."""
+    try:
+        if isinstance(node, CommentedMap) and part in node:
+            ln, cl = node.lc.key(part)
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            ln, cl = node.lc.item(part)
+        else:
+            return None
+        return ln + 1, cl + 1, node[part]
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def mark(root: Any, loc: tuple[int | str, ...]) -> tuple[int, int]:
     """1-based line/column of the deepest node of ``loc`` that exists in the document."""
-    node, line, col = root, 1, 1
+    line, col, node = 1, 1, root
     for part in loc:
-        try:
-            if isinstance(node, CommentedMap) and part in node:
-                ln, cl = node.lc.key(part)
-                line, col, node = ln + 1, cl + 1, node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-                ln, cl = node.lc.item(part)
-                line, col, node = ln + 1, cl + 1, node[part]
-            else:
-                break
-        except (AttributeError, KeyError, TypeError):
+        found = child(node, part)
+        if found is None:
             break
+        line, col, node = found
     return line, col
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -73,7 +81,7 @@ def position(path: Path, loc: tuple[int | str, ...]) -> tuple[int | None, int | 
     """Line/column of ``loc`` in a file that already parsed, for problems found after validation
     (e.g. a type_map naming a type no catalogue defines). Only called on the error path."""
     try:
-        return _mark(read_yaml(path), loc)
+        return mark(read_yaml(path), loc)
     except MappingError:
         return None, None
 
@@ -92,8 +100,8 @@ def validation_problems(path: Path, root: Any, error: ValidationError) -> list[E
                 _base(err["loc"]) in real:
             continue
         loc = tuple(p for p in err["loc"] if not _is_tag(p))
-        line, col = _mark(root, loc)
-        problem = ErrorLocation(str(path), line, col, _field_path(loc), err["msg"])
+        line, col = mark(root, loc)
+        problem = ErrorLocation(str(path), line, col, field_path(loc), err["msg"])
         if problem not in problems:
             problems.append(problem)
     return problems
@@ -124,7 +132,7 @@ def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = N
         problem = ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")
         raise MappingError(f"{path}: invalid mapping file", problems=[problem])
     try:
-        return model.model_validate(_plain(root), context=context)
+        return model.model_validate(plain(root), context=context)
     except ValidationError as exc:
         raise MappingError(
             f"{path}: invalid {model.__name__}", problems=validation_problems(path, root, exc)

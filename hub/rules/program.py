@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 
 from hub.errors import ErrorLocation, MappingError
-from hub.mappings.yamlfile import read_yaml
+from hub.mappings.yamlfile import field_path, mark, plain, read_yaml
 from hub.rules.model import Measure, PatientSettings, Recipient, Rule, RulesFile
 from hub.rules.overrides import merge
 
@@ -36,28 +36,6 @@ KIND_TAGS = frozenset({"threshold", "weight-gain", "baseline", "silence", "days-
                        "cgm-summary", "news2", "medication-adherence"})
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, CommentedMap):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, CommentedSeq):
-        return [_plain(v) for v in node]
-    return node
-
-
-def _position(root: Any, loc: tuple[int | str, ...]) -> tuple[int, int]:
-    """1-based line/column of the deepest node of ``loc`` present in the YAML document."""
-    node, line, col = root, 1, 1
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            ln, cl = node.lc.key(part)
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            ln, cl = node.lc.item(part)
-        else:
-            break
-        line, col, node = ln + 1, cl + 1, node[part]
-    return line, col
-
-
 def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
     """As ``hub.mappings.yamlfile.load_model``, but a rule's ``kind`` tag (which pydantic puts
     in an error's path for the discriminated union) is dropped, so positions point at the field
@@ -67,24 +45,22 @@ def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
         raise MappingError(f"{path}: invalid rules file", problems=[
             ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")])
     try:
-        return model.model_validate(_plain(root))
+        return model.model_validate(plain(root))
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False, include_input=False):
             loc = tuple(p for i, p in enumerate(err["loc"])
                         if not (p in KIND_TAGS and i > 0 and isinstance(err["loc"][i - 1], int))
                         and not (isinstance(p, str) and p.startswith("function-")))
-            line, col = _position(root, loc)
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-            problems.append(ErrorLocation(str(path), line, col, where.lstrip("."), err["msg"]))
+            line, col = mark(root, loc)
+            problems.append(ErrorLocation(str(path), line, col, field_path(loc), err["msg"]))
         raise MappingError(f"{path}: invalid {model.__name__}", problems=problems) from None
 
 
 def _at(path: Path, loc: tuple[int | str, ...], problem: str) -> ErrorLocation:
     """A cross-file problem, positioned (re-reads the file: only done when there is one)."""
-    line, col = _position(read_yaml(path), loc)
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-    return ErrorLocation(str(path), line, col, where.lstrip("."), problem)
+    line, col = mark(read_yaml(path), loc)
+    return ErrorLocation(str(path), line, col, field_path(loc), problem)
 
 
 def rule_files(folder: Path) -> list[Path]:

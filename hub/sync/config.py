@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 
 from hub.errors import ConfigurationError, ErrorLocation, MappingError
-from hub.mappings.yamlfile import read_yaml
+from hub.mappings.yamlfile import child, field_path, plain, read_yaml
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -227,14 +227,6 @@ _TAGS = {"fhir", "healthlake", "hl7v2", "hl7v2-ack", "none", "bearer", "basic", 
          "sigv4"}
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
-
-
 def _position(root: Any, loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], int, int]:
     """The loc without discriminator tags, and the 1-based line/column of its deepest node.
 
@@ -247,17 +239,8 @@ def _position(root: Any, loc: tuple[int | str, ...]) -> tuple[tuple[int | str, .
                 and part not in node:
             continue
         kept.append(part)
-        try:
-            if isinstance(node, CommentedMap) and part in node:
-                ln, cl = node.lc.key(part)
-                line, col, node = ln + 1, cl + 1, node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-                ln, cl = node.lc.item(part)
-                line, col, node = ln + 1, cl + 1, node[part]
-            else:
-                node = None
-        except (AttributeError, KeyError, TypeError):
-            node = None
+        found = child(node, part)
+        line, col, node = found if found is not None else (line, col, None)
     return tuple(kept), line, col
 
 
@@ -275,13 +258,12 @@ def load_destinations(path: Path) -> DestinationsFile:
         problem = ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")
         raise ConfigurationError(f"{path}: invalid destinations file", problems=[problem])
     try:
-        return DestinationsFile.model_validate(_plain(root))
+        return DestinationsFile.model_validate(plain(root))
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False, include_input=False):
             loc, line, col = _position(root, tuple(err["loc"]))
-            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-            problems.append(ErrorLocation(str(path), line, col, where, err["msg"]))
+            problems.append(ErrorLocation(str(path), line, col, field_path(loc), err["msg"]))
         raise ConfigurationError(f"{path}: invalid destinations file",
                                  problems=problems) from None
 
