@@ -31,7 +31,7 @@ import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
-from hub.store.dialect import driver_cursor, driver_error, insert_for
+from hub.store.dialect import driver_cursor, driver_error, insert_for, sqlite_time
 from hub.store.models import RuleOverride, RulePatientState, RuleSchedule
 
 STATE = RulePatientState.__table__  # type: ignore[attr-defined]
@@ -97,14 +97,9 @@ def _sqlite_stamp() -> str:
     bench/rules.py)."""
     second = int(time.time())
     if second != _stamp[0]:
-        _stamp[:] = [second, datetime.fromtimestamp(second, UTC).strftime(
-            "%Y-%m-%d %H:%M:%S.000000")]
+        _stamp[:] = [second, sqlite_time(datetime.fromtimestamp(second, UTC))]
     text: str = _stamp[1]
     return text
-
-
-def _sqlite_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def load(conn: Connection, patients: list[str], *, unpacked: bool = True) -> Loaded:
@@ -180,7 +175,8 @@ def schedule(conn: Connection, rows: Iterable[tuple[str, str, float | None]]) ->
         return
     pg = conn.dialect.name == "postgresql"
     mark = "%s" if pg else "?"
-    sets = [(p, r, datetime.fromtimestamp(due, UTC) if pg else _sqlite_time(due))
+    sets = [(p, r, datetime.fromtimestamp(due, UTC) if pg
+             else sqlite_time(datetime.fromtimestamp(due, UTC)))
             for p, r, due in rows if due is not None]
     clears = [(p, r) for p, r, due in rows if due is None]
     with driver_cursor(conn, "rule schedule") as cursor:
