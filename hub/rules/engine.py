@@ -242,9 +242,7 @@ class RulesEngine:
             if entry is None:
                 continue
             kind, ctx, st = entry.kind, entry.ctx, entry.st
-            on_sample = kind.on_sample
-            for sample in own:
-                on_sample(ctx, st, sample)
+            kind.on_samples(ctx, st, own)
             kind.flush(ctx, st)
             due = kind.due(ctx, st)
             scheduled = st.get("_due")

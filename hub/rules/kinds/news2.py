@@ -152,26 +152,35 @@ class News2(Kind):
         return found[1]
 
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
+        self.on_samples(ctx, st, [s])
+
+    def on_samples(self, ctx: Ctx, st: State, samples: list[Sample]) -> None:
+        # One loop for the message's samples: the rule's pairs and window read once.
         rule = ctx.rule
         assert isinstance(rule, News2Rule)
-        if not s.usable:
-            return
-        last: dict[str, float] = st.setdefault("last", {})
-        for param, measure in self._pairs(rule):
-            if measure not in s.values:
+        pairs, window = self._pairs(rule), rule.window
+        for s in samples:
+            if not s.usable:
                 continue
-            if last.get(param, float("-inf")) >= s.t:
-                continue  # a replay, or older than what this parameter already has
-            last[param] = s.t
-            vset = st.get("set")
-            if vset is None or s.t - vset["start"] >= rule.window:
-                if vset is not None:
-                    if vset.pop("dirty", False):
-                        self._judge(ctx, rule, st, vset)
-                    self._close(st, vset)
-                vset = st["set"] = {"start": s.t, "params": {}}
-            vset["params"][param] = [s.values[measure], s.t, s.ref]
-            vset["dirty"] = True
+            last: dict[str, float] | None = st.get("last")
+            if last is None:  # (not setdefault: its default dict would be built every time)
+                last = st["last"] = {}
+            values = s.values
+            for param, measure in pairs:
+                if measure not in values:
+                    continue
+                if last.get(param, float("-inf")) >= s.t:
+                    continue  # a replay, or older than what this parameter already has
+                last[param] = s.t
+                vset = st.get("set")
+                if vset is None or s.t - vset["start"] >= window:
+                    if vset is not None:
+                        if vset.pop("dirty", False):
+                            self._judge(ctx, rule, st, vset)
+                        self._close(st, vset)
+                    vset = st["set"] = {"start": s.t, "params": {}}
+                vset["params"][param] = [values[measure], s.t, s.ref]
+                vset["dirty"] = True
 
     def flush(self, ctx: Ctx, st: State) -> None:
         rule = ctx.rule

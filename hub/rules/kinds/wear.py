@@ -48,6 +48,33 @@ class Silence(Kind):
         if ctx.active(st) is not None:
             ctx.resolve_now(st, s.t)
 
+    def on_samples(self, ctx: Ctx, st: State, samples: list[Sample]) -> None:
+        """As ``on_sample`` each, for less: once a sample has moved ``last`` and no Flag is
+        left active, the rest can only move ``last``/``ref`` on (to the first sample at the
+        latest time), so they are only compared. The full step runs until then (a Flag that
+        resolve_now did not end is tried again by the next sample, as before).
+        (bench/rules.py workload: ~0.5 -> ~0.1 us a sample.)"""
+        rule = ctx.rule
+        assert isinstance(rule, SilenceRule)
+        on_sample = self.on_sample
+        index, count = 0, len(samples)
+        while index < count:
+            before = st.get("last")
+            on_sample(ctx, st, samples[index])
+            index += 1
+            if st.get("last") != before and st["alert"]["flag"] is None:
+                break
+        else:
+            return
+        measures = rule.measures
+        last = st["last"]
+        newest = None
+        for s in samples[index:]:
+            if s.t > last and not (measures and s.values.keys().isdisjoint(measures)):
+                last, newest = s.t, s
+        if newest is not None:
+            st["last"], st["ref"] = newest.t, newest.ref
+
     def _finding(self, ctx: Ctx, rule: SilenceRule, st: State, hours: float) -> dict[str, Any]:
         what = ", ".join(ctx.label(m)[0] for m in rule.measures) \
             if 0 < len(rule.measures) <= 3 else "any monitoring device"
@@ -114,6 +141,23 @@ class DaysWithData(Kind):
             days.append(day)
             st["dirty"] = True
             self._reachable(ctx, rule, st, day_start(day, ctx.tz))
+
+    def on_samples(self, ctx: Ctx, st: State, samples: list[Sample]) -> None:
+        """As ``on_sample`` each, for less: after a relevant sample has been counted, another
+        in the same local day (``st["day"]``'s interval, just set for this zone) changes
+        nothing — its day is the one just counted or skipped, the period already moved — so
+        only the first sample of each day takes the full step. (bench/rules.py workload:
+        ~0.8 -> ~0.1 us a sample.)"""
+        rule = ctx.rule
+        assert isinstance(rule, DaysWithDataRule)
+        measures = rule.measures
+        on_sample = self.on_sample
+        low = high = 0.0  # the day of the last sample counted here: empty until one is
+        for s in samples:
+            if low <= s.t < high or (measures and s.values.keys().isdisjoint(measures)):
+                continue
+            on_sample(ctx, st, s)
+            _, low, high, _ = st["day"]
 
     def _close(self, ctx: Ctx, rule: DaysWithDataRule, st: State) -> None:
         """Finalise the current period's Observation and start the next period."""
