@@ -59,6 +59,7 @@ class Baseline(Kind):
         rule = ctx.rule
         assert isinstance(rule, BaselineRule)
         measure, session = rule.measure, rule.session
+        min_samples, min_span = rule.min_samples, rule.min_span
         for s in samples:
             value = s.values.get(measure)
             if not isinstance(value, float) or not s.usable or not fresh(st, s):
@@ -73,6 +74,10 @@ class Baseline(Kind):
                 if sess is not None:
                     self._close(ctx, rule, st, sess)
                 sess = st["sess"] = [s.t, value, 1, [s.ref]]
+            stats = st.get("stats")
+            if stats is None or stats[2] < min_samples or stats[3] < min_span:
+                st["dev"] = False  # warming up: what _evaluate does, without the call
+                continue
             self._evaluate(ctx, rule, st, sess, s.t)
 
     def _close(self, ctx: Ctx, rule: BaselineRule, st: State, sess: list[Any]) -> None:

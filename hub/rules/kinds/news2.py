@@ -134,7 +134,8 @@ def risk(aggregate: int, any_three: bool) -> str:
 
 class News2(Kind):
     def __init__(self) -> None:
-        self._by_rule: dict[int, tuple[News2Rule, list[tuple[str, str]]]] = {}
+        self._by_rule: dict[int, tuple[News2Rule, list[tuple[str, str]],
+                                       dict[str, list[tuple[str, str]]]]] = {}
 
     @staticmethod
     def _inputs(rule: News2Rule) -> dict[str, str | None]:
@@ -145,11 +146,19 @@ class News2(Kind):
 
     def _pairs(self, rule: News2Rule) -> list[tuple[str, str]]:
         """(parameter, measure) pairs of a rule, computed once per rule object."""
+        return self._plan(rule)[1]
+
+    def _plan(self, rule: News2Rule) -> tuple[News2Rule, list[tuple[str, str]],
+                                              dict[str, list[tuple[str, str]]]]:
+        """The rule's pairs, and per measure its pairs (in the pairs' order)."""
         found = self._by_rule.get(id(rule))
         if found is None or found[0] is not rule:
             pairs = [(p, m) for p, m in self._inputs(rule).items() if m is not None]
-            found = self._by_rule[id(rule)] = (rule, pairs)
-        return found[1]
+            by_measure: dict[str, list[tuple[str, str]]] = {}
+            for pair in pairs:
+                by_measure.setdefault(pair[1], []).append(pair)
+            found = self._by_rule[id(rule)] = (rule, pairs, by_measure)
+        return found
 
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         self.on_samples(ctx, st, [s])
@@ -158,7 +167,8 @@ class News2(Kind):
         # One loop for the message's samples: the rule's pairs and window read once.
         rule = ctx.rule
         assert isinstance(rule, News2Rule)
-        pairs, window = self._pairs(rule), rule.window
+        _, pairs, by_measure = self._plan(rule)
+        window = rule.window
         for s in samples:
             if not s.usable:
                 continue
@@ -166,9 +176,13 @@ class News2(Kind):
             if last is None:  # (not setdefault: its default dict would be built every time)
                 last = st["last"] = {}
             values = s.values
-            for param, measure in pairs:
-                if measure not in values:
-                    continue
+            # The rule's pairs whose measure the sample carries, in the pairs' order: a
+            # one-measure sample looks its own up instead of testing every pair (~0.2 us).
+            if len(values) == 1:
+                own = by_measure.get(next(iter(values)), ())
+            else:
+                own = [pair for pair in pairs if pair[1] in values]
+            for param, measure in own:
                 if last.get(param, float("-inf")) >= s.t:
                     continue  # a replay, or older than what this parameter already has
                 last[param] = s.t
