@@ -229,13 +229,20 @@ class News2(Kind):
     def due(self, ctx: Ctx, st: State) -> float | None:
         rule = ctx.rule
         assert isinstance(rule, News2Rule)
-        times = [t for t in (ctx.due(st),) if t is not None]
+        # The earliest of the Flag's, the open set's and the last closed set's times (the
+        # first of equal ones, as min() of them in this order), without building the list.
+        due = ctx.due(st)
         vset = st.get("set")
         if vset is not None:
-            times.append(vset["start"] + rule.window)
-        if st.get("closed"):
-            times.append(st["closed"][-1]["start"] + rule.window)
-        return min(times) if times else None
+            at = vset["start"] + rule.window
+            if due is None or at < due:
+                due = at
+        closed = st.get("closed")
+        if closed:
+            at = closed[-1]["start"] + rule.window
+            if due is None or at < due:
+                due = at
+        return due
 
     def _judge(self, ctx: Ctx, rule: News2Rule, st: State, vset: dict[str, Any]) -> None:
         """Flag decisions at once, on the set as it stands (a partial aggregate is a lower
