@@ -247,25 +247,54 @@ class News2(Kind):
     def _judge(self, ctx: Ctx, rule: News2Rule, st: State, vset: dict[str, Any]) -> None:
         """Flag decisions at once, on the set as it stands (a partial aggregate is a lower
         bound, so waiting for the rest of the set could only raise it)."""
-        scored = self._score(ctx, rule, vset, words=False)
-        if scored is None:
+        # Judged on the sub-scores alone; the set's full scoring (times, references, what is
+        # missing) only when a Flag fires or may resolve: it was most of a one-reading
+        # message's NEWS2 cost (the same decisions: aggregate, any 3, partial or not).
+        params: dict[str, list[Any]] = vset["params"]
+        scores = self._scores(rule, params)
+        if len(scores) < rule.min_parameters:
             return
-        aggregate, missing, any_three, t = (scored["aggregate"], scored["missing"],
-                                            scored["any_three"], scored["t"])
-        if aggregate >= rule.aggregate_high:
-            ctx.fire(st, t, "high", self._words(ctx, rule, vset, scored))
-        elif aggregate >= rule.aggregate_medium or any_three:
-            ctx.fire(st, t, rule.flag.priority, self._words(ctx, rule, vset, scored))
-        elif missing and not rule.clear_on_partial:
+        aggregate = sum(scores.values())
+        any_three = any(v == 3 for v in scores.values())
+        if aggregate >= rule.aggregate_high or aggregate >= rule.aggregate_medium or any_three:
+            scored = self._score(ctx, rule, vset, words=False)
+            assert scored is not None
+            t = scored["t"]
+            if aggregate >= rule.aggregate_high:
+                ctx.fire(st, t, "high", self._words(ctx, rule, vset, scored))
+            else:
+                ctx.fire(st, t, rule.flag.priority, self._words(ctx, rule, vset, scored))
+            return
+        alert = st.get("alert")
+        if alert is not None and alert["flag"] is None:
+            return  # no Flag: not_clear or clearing would change nothing
+        if len(scores) < len(PARAMETERS) and not rule.clear_on_partial:
             ctx.not_clear(st)
         else:
-            ctx.clearing(st, t)
+            ctx.clearing(st, max(v[1] for v in params.values()))
 
     def _score(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any], *, words: bool = True
                ) -> dict[str, Any] | None:
         """The set's sub-scores and aggregate (None below ``min_parameters``); with ``words``,
         the finding too (its text is only needed when a Flag fires or a score is written)."""
         params: dict[str, list[Any]] = vset["params"]
+        scores = self._scores(rule, params)
+        if len(scores) < rule.min_parameters:
+            return None
+        aggregate = sum(scores.values())
+        missing = [p for p in PARAMETERS if p not in scores]
+        any_three = any(v == 3 for v in scores.values())
+        t = max(v[1] for v in params.values())
+        refs = [v[2] for v in params.values()]
+        scored = {"scores": scores, "aggregate": aggregate, "missing": missing,
+                  "any_three": any_three, "t": t, "refs": refs}
+        if words:
+            scored["finding"] = self._words(ctx, rule, vset, scored)
+        return scored
+
+    @staticmethod
+    def _scores(rule: News2Rule, params: dict[str, list[Any]]) -> dict[str, int]:
+        """The set's sub-score per parameter (air or oxygen included when known)."""
         on_oxygen: bool | None = rule.on_oxygen
         if "air_or_oxygen" in params:
             on_oxygen = float(params["air_or_oxygen"][0]) > 0
@@ -285,18 +314,7 @@ class News2(Kind):
                 scores[param] = score_consciousness(str(value) in rule.alert_codes)
         if on_oxygen is not None:
             scores["air_or_oxygen"] = score_air_or_oxygen(on_oxygen)
-        if len(scores) < rule.min_parameters:
-            return None
-        aggregate = sum(scores.values())
-        missing = [p for p in PARAMETERS if p not in scores]
-        any_three = any(v == 3 for v in scores.values())
-        t = max(v[1] for v in params.values())
-        refs = [v[2] for v in params.values()]
-        scored = {"scores": scores, "aggregate": aggregate, "missing": missing,
-                  "any_three": any_three, "t": t, "refs": refs}
-        if words:
-            scored["finding"] = self._words(ctx, rule, vset, scored)
-        return scored
+        return scores
 
     def _words(self, ctx: Ctx, rule: News2Rule, vset: dict[str, Any], scored: dict[str, Any]
                ) -> dict[str, Any]:
