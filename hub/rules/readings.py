@@ -154,7 +154,11 @@ def samples_by_patient(observations: list[dict[str, Any]], program: Program
     for obs in observations:
         sample = sample_of(obs, program)
         if sample is not None:
-            grouped.setdefault(sample.patient, []).append(sample)
+            group = grouped.get(sample.patient)  # (setdefault built a list per reading)
+            if group is None:
+                grouped[sample.patient] = [sample]
+            else:
+                group.append(sample)
     for samples in grouped.values():
         if len(samples) > 1:
             samples.sort(key=_TIME)
