@@ -78,6 +78,19 @@ def fresh(st: State, s: Sample) -> bool:
     return True
 
 
+_WANTED: dict[int, tuple[object, frozenset[str]]] = {}
+
+
+def wanted(rule: object, measures: list[str]) -> frozenset[str]:
+    """``measures`` (a rule's list) as a set, made once per rule object: ``wanted.isdisjoint(
+    s.values)`` tests a sample's one or two measures, where ``s.values.keys().isdisjoint(
+    measures)`` built a view and walked the list (bench/rules.py, per sample)."""
+    found = _WANTED.get(id(rule))
+    if found is None or found[0] is not rule:
+        found = _WANTED[id(rule)] = (rule, frozenset(measures))
+    return found[1]
+
+
 def local_day(t: float, tz: str) -> int:
     """The proleptic ordinal of the calendar day ``t`` falls on in ``tz``."""
     return datetime.fromtimestamp(t, ZoneInfo(tz)).toordinal()

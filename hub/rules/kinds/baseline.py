@@ -28,7 +28,7 @@ from __future__ import annotations
 from math import sqrt
 from typing import Any
 
-from hub.rules.kinds.base import Kind, State, fmt, fresh, when
+from hub.rules.kinds.base import Kind, State, fmt, when
 from hub.rules.lifecycle import Ctx
 from hub.rules.model import BaselineRule
 from hub.rules.readings import Sample
@@ -62,8 +62,21 @@ class Baseline(Kind):
         min_samples, min_span = rule.min_samples, rule.min_span
         for s in samples:
             value = s.values.get(measure)
-            if not isinstance(value, float) or not s.usable or not fresh(st, s):
+            if not isinstance(value, float) or not s.usable:
                 continue
+            # fresh(st, s), written out: its call was ~1/5 of a sample's cost here
+            t = s.t
+            last = st.get("t")
+            if last is not None and t <= last:
+                if t < last:
+                    continue
+                refs: list[str] = st.setdefault("refs", [])
+                if s.ref in refs:
+                    continue
+                refs.append(s.ref)
+            else:
+                st["t"] = t
+                st["refs"] = [s.ref]
             sess = st.get("sess")
             if sess is not None and s.t - sess[0] < session:
                 sess[1] += value

@@ -27,6 +27,7 @@ from hub.rules.kinds.base import (
     day_start,
     day_text,
     local_day,
+    wanted,
     when,
 )
 from hub.rules.lifecycle import Ctx
@@ -57,12 +58,12 @@ class Silence(Kind):
         rule = ctx.rule
         assert isinstance(rule, SilenceRule)
         measures = rule.measures
+        want = wanted(rule, measures)
         last = st.get("last")
         newest = None
         pending = True  # the next move must check for an active Flag
         for s in samples:
-            if (last is not None and s.t <= last) or (
-                    measures and s.values.keys().isdisjoint(measures)):
+            if (last is not None and s.t <= last) or (measures and want.isdisjoint(s.values)):
                 continue
             last, newest = s.t, s
             if pending:
@@ -151,10 +152,11 @@ class DaysWithData(Kind):
         rule = ctx.rule
         assert isinstance(rule, DaysWithDataRule)
         measures = rule.measures
+        want = wanted(rule, measures)
         on_sample = self.on_sample
         low = high = 0.0  # the day of the last sample counted here: empty until one is
         for s in samples:
-            if low <= s.t < high or (measures and s.values.keys().isdisjoint(measures)):
+            if low <= s.t < high or (measures and want.isdisjoint(s.values)):
                 continue
             on_sample(ctx, st, s)
             _, low, high, _ = st["day"]
