@@ -67,7 +67,10 @@ class Ctx:
         return alert
 
     def active(self, st: dict[str, Any]) -> dict[str, Any] | None:
-        flag: dict[str, Any] | None = self._alert(st)["flag"]
+        alert = st.get("alert")  # (_alert's lookup here: called per rule per message)
+        if alert is None:
+            alert = self._alert(st)
+        flag: dict[str, Any] | None = alert["flag"]
         return flag
 
     def fire(self, st: dict[str, Any], t: float, priority: str, finding: Finding) -> None:
@@ -128,7 +131,8 @@ class Ctx:
             del sent[key]
 
     def due(self, st: dict[str, Any]) -> float | None:
-        flag = self.active(st)
+        alert = st.get("alert")  # (active's lookup here: called per rule per message)
+        flag = alert["flag"] if alert is not None else self.active(st)
         if flag is None or flag["cleared"] is None:
             return None
         cleared: float = flag["cleared"]

@@ -50,7 +50,8 @@ def unpack(text: str | None) -> dict[str, str]:
 
 def pack(states: dict[str, str]) -> str:
     """{rule id: state JSON} → a state row."""
-    return "\n".join([f"{rule}\t{text}" for rule, text in states.items()])
+    # joined in C (an f-string per rule was ~1/3 of packing a patient's ~15 rules)
+    return "\n".join(map("\t".join, states.items()))
 
 
 @dataclass(slots=True)

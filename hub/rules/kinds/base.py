@@ -4,6 +4,8 @@ A kind is stateless code; its state is the JSON dict of one (patient, rule) row 
 ``rule_state``, and ``ctx.rule`` is the rule as it applies to that patient (overrides merged).
 
 - ``on_sample``: constant work per reading (no history reads; the state is the history).
+  ``on_samples``: one message's samples in turn (the engine's entry point; by default
+  ``on_sample`` each).
 - ``flush``: once per evaluation, after the samples (outputs that summarise several readings,
   e.g. a NEWS2 set or a days-with-data count, are built once, not per reading).
 - ``on_tick``: a scheduled check at ``now`` (missed doses, silence, daily summaries, resolving
@@ -31,6 +33,14 @@ class Kind(ABC):
     @abstractmethod
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         """Update the rolling state ``st`` with one sample; raise or settle Flags via ``ctx``."""
+
+    def on_samples(self, ctx: Ctx, st: State, samples: list[Sample]) -> None:
+        """``on_sample`` of each of ``samples`` in turn (one message's, in time order). A kind
+        may override it with a loop that gives the same state and outputs for less work (e.g.
+        skipping samples that cannot change anything): the engine calls this one."""
+        on_sample = self.on_sample
+        for s in samples:
+            on_sample(ctx, st, s)
 
     def flush(self, ctx: Ctx, st: State) -> None:
         return None
@@ -66,6 +76,19 @@ def fresh(st: State, s: Sample) -> bool:
     st["t"] = s.t
     st["refs"] = [s.ref]
     return True
+
+
+_WANTED: dict[int, tuple[object, frozenset[str]]] = {}
+
+
+def wanted(rule: object, measures: list[str]) -> frozenset[str]:
+    """``measures`` (a rule's list) as a set, made once per rule object: ``wanted.isdisjoint(
+    s.values)`` tests a sample's one or two measures, where ``s.values.keys().isdisjoint(
+    measures)`` built a view and walked the list (bench/rules.py, per sample)."""
+    found = _WANTED.get(id(rule))
+    if found is None or found[0] is not rule:
+        found = _WANTED[id(rule)] = (rule, frozenset(measures))
+    return found[1]
 
 
 def local_day(t: float, tz: str) -> int:

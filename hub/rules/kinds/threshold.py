@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.kinds.base import Kind, State, fmt, fresh, when
+from hub.rules.kinds.base import Kind, State, fmt, when
 from hub.rules.lifecycle import Ctx
 from hub.rules.model import ThresholdRule, Trigger
 from hub.rules.outputs import PRIORITY_RANK, Finding
@@ -48,33 +48,89 @@ def _finding(ctx: Ctx, rule: ThresholdRule, streak: dict[str, Any]) -> Finding:
     return {"summary": summary, "values": values, "evidence": list(streak["refs"])}
 
 
+# A trigger as the hot loop tests it: (measure, the trigger, fires: 0 below, 1 at or below,
+# 2 above, 3 at or above, its limit, clears: 0 not firing, 1 at or above, 2 at or below, and
+# that limit). Trigger.fires/cleared as method calls were ~40 % of a sample's cost (timeit).
+_Test = tuple[str, Trigger, int, float, int, float]
+
+
+def _tests(rule: ThresholdRule) -> tuple[_Test, ...]:
+    found: list[_Test] = []
+    for t in rule.any:
+        op, limit = next((i, v) for i, v in enumerate((t.below, t.at_or_below, t.above,
+                                                         t.at_or_above)) if v is not None)
+        clears = 0 if t.clear_at is None else 1 if t.is_low else 2
+        found.append((t.measure, t, op, limit, clears,
+                      t.clear_at if t.clear_at is not None else 0.0))
+    return tuple(found)
+
+
 class Threshold(Kind):
+    def __init__(self) -> None:
+        self._by_rule: dict[int, tuple[ThresholdRule, tuple[_Test, ...]]] = {}
+
+    def _compiled(self, rule: ThresholdRule) -> tuple[_Test, ...]:
+        found = self._by_rule.get(id(rule))
+        if found is None or found[0] is not rule:
+            found = self._by_rule[id(rule)] = (rule, _tests(rule))
+        return found[1]
+
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
+        self.on_samples(ctx, st, [s])
+
+    def on_samples(self, ctx: Ctx, st: State, samples: list[Sample]) -> None:
         rule = ctx.rule
         assert isinstance(rule, ThresholdRule)
-        if not s.usable or not fresh(st, s):
-            return
-        fired: list[tuple[Trigger, float]] = []
-        present = False
-        cleared = True
-        for trigger in rule.any:
-            value = s.values.get(trigger.measure)
-            if not isinstance(value, float):
+        tests = self._compiled(rule)
+        for s in samples:
+            if not s.usable:
                 continue
-            present = True
-            if trigger.fires(value):
-                fired.append((trigger, value))
-            if not trigger.cleared(value):
-                cleared = False
-        if not present:
-            return
-        if not fired:
-            st.pop("streak", None)
-            if cleared:
-                ctx.clearing(st, s.t)
+            # fresh(st, s), written out: its call was ~1/5 of a sample's cost here
+            t = s.t
+            last = st.get("t")
+            if last is not None and t <= last:
+                if t < last:
+                    continue
+                refs: list[str] = st.setdefault("refs", [])
+                if s.ref in refs:
+                    continue
+                refs.append(s.ref)
             else:
-                ctx.not_clear(st)
-            return
+                st["t"] = t
+                st["refs"] = [s.ref]
+            values = s.values
+            fired: list[tuple[Trigger, float]] = []
+            present = False
+            cleared = True
+            for measure, trigger, op, limit, clears, clear_at in tests:
+                value = values.get(measure)
+                if not isinstance(value, float):
+                    continue
+                present = True
+                fires = (value < limit if op == 0 else value <= limit if op == 1
+                         else value > limit if op == 2 else value >= limit)
+                if fires:
+                    fired.append((trigger, value))
+                if not (not fires if clears == 0 else value >= clear_at if clears == 1
+                        else value <= clear_at):
+                    cleared = False
+            if not present:
+                continue
+            if not fired:
+                st.pop("streak", None)
+                alert = st.get("alert")
+                if alert is not None and alert["flag"] is None:
+                    continue  # no Flag: clearing or not changes nothing (the alert exists)
+                if cleared:
+                    ctx.clearing(st, s.t)
+                else:
+                    ctx.not_clear(st)
+                continue
+            self._fired(ctx, rule, st, s, fired)
+
+    @staticmethod
+    def _fired(ctx: Ctx, rule: ThresholdRule, st: State, s: Sample,
+               fired: list[tuple[Trigger, float]]) -> None:
         streak = st.get("streak")
         if streak is None or (rule.max_gap is not None and s.t - streak["last"] > rule.max_gap):
             streak = {"n": 0, "prio": rule.flag.priority, "values": [], "refs": []}

@@ -27,6 +27,7 @@ from hub.rules.kinds.base import (
     day_start,
     day_text,
     local_day,
+    wanted,
     when,
 )
 from hub.rules.lifecycle import Ctx
@@ -47,6 +48,33 @@ class Silence(Kind):
         st["last"], st["ref"] = s.t, s.ref
         if ctx.active(st) is not None:
             ctx.resolve_now(st, s.t)
+
+    def on_samples(self, ctx: Ctx, st: State, samples: list[Sample]) -> None:
+        """As ``on_sample`` each, for less: a sample that moves ``last`` on sets it, and the
+        first one resolves an active Flag; once none is left active, later ones only move
+        ``last``/``ref`` on, so they are compared and the newest is written once (a Flag that
+        resolve_now did not end is tried again by the next one, as before). (Timed on the
+        bench/rules.py workload, busy host: ~0.5 -> ~0.2 us a sample.)"""
+        rule = ctx.rule
+        assert isinstance(rule, SilenceRule)
+        measures = rule.measures
+        want = wanted(rule, measures)
+        last = st.get("last")
+        newest = None
+        pending = True  # the next move must check for an active Flag
+        for s in samples:
+            if (last is not None and s.t <= last) or (measures and want.isdisjoint(s.values)):
+                continue
+            last, newest = s.t, s
+            if pending:
+                st["last"], st["ref"] = s.t, s.ref
+                if ctx.active(st) is not None:
+                    ctx.resolve_now(st, s.t)
+                    pending = ctx.active(st) is not None
+                else:
+                    pending = False
+        if newest is not None:
+            st["last"], st["ref"] = newest.t, newest.ref
 
     def _finding(self, ctx: Ctx, rule: SilenceRule, st: State, hours: float) -> dict[str, Any]:
         what = ", ".join(ctx.label(m)[0] for m in rule.measures) \
@@ -115,6 +143,24 @@ class DaysWithData(Kind):
             st["dirty"] = True
             self._reachable(ctx, rule, st, day_start(day, ctx.tz))
 
+    def on_samples(self, ctx: Ctx, st: State, samples: list[Sample]) -> None:
+        """As ``on_sample`` each, for less: after a relevant sample has been counted, another
+        in the same local day (``st["day"]``'s interval, just set for this zone) changes
+        nothing — its day is the one just counted or skipped, the period already moved — so
+        only the first sample of each day takes the full step. (Timed on the bench/rules.py
+        workload, busy host: ~0.8 -> ~0.1 us a sample; 0.6k instructions a reading after.)"""
+        rule = ctx.rule
+        assert isinstance(rule, DaysWithDataRule)
+        measures = rule.measures
+        want = wanted(rule, measures)
+        on_sample = self.on_sample
+        low = high = 0.0  # the day of the last sample counted here: empty until one is
+        for s in samples:
+            if low <= s.t < high or (measures and want.isdisjoint(s.values)):
+                continue
+            on_sample(ctx, st, s)
+            _, low, high, _ = st["day"]
+
     def _close(self, ctx: Ctx, rule: DaysWithDataRule, st: State) -> None:
         """Finalise the current period's Observation and start the next period."""
         ctx.emit(self._observation(ctx, rule, st["start"], len(st.get("days", [])), final=True))
@@ -167,7 +213,7 @@ class DaysWithData(Kind):
         check_day = max(st.get("check_day", start), start)
         memo = st.get("due_memo")  # [start, check day, due, zone]: asked once per message
         if memo is not None and memo[0] == start and memo[1] == check_day \
-                and memo[3:] == [ctx.tz]:
+                and len(memo) == 4 and memo[3] == ctx.tz:
             return float(memo[2])
         end = day_start(start + rule.period_days, ctx.tz)
         # daily: reachability is checked even (especially) when no data arrives
