@@ -221,7 +221,7 @@ def _effective_writer(dialect: Dialect) -> Callable[[Any], Any]:
 # message it sends (3 a message in bench.hl7_mllp), and their JSON, made for the row anyway,
 # is the key. Equal JSON is equal content, so equal hash, columns and tokens: the row is the
 # one ``content_hash`` and ``_search_text`` would give. Resources with ``meta`` (Observations:
-# a new one every time) are not kept. Measured with the per-dialect writer below: prepare
+# a new one every time) are not kept. Measured with the per-dialect writer above: prepare
 # 1,793k -> 1,680k instructions an HL7v2 message (bench.hl7_cost prepare, 800 against 0).
 _UNCHANGING_LIMIT = 10_000
 _unchanging: dict[str, tuple[str, tuple[Any, ...], list[Token]]] = {}
