@@ -41,6 +41,30 @@ def driver_cursor(conn: Connection, what: str) -> Iterator[Any]:
         cursor.close()
 
 
+class DriverSavepoint:
+    """A savepoint set on the transaction's cursor; ``commit()`` releases it, ``rollback()``
+    undoes what was done since, and one of them must be called.
+
+    SQLAlchemy's ``begin_nested`` (a Core statement per step, each savepoint named anew) cost
+    152 us a savepoint (SQLite, timeit, best of 5), and the worker sets one per run of
+    prepared messages: ~20 us a message in batches of 8. The statements here are a few us."""
+
+    def __init__(self, conn: Connection, name: str = "hub_run") -> None:
+        self.conn, self.name = conn, name
+        self._run(f"SAVEPOINT {name}")
+
+    def _run(self, *statements: str) -> None:
+        with driver_cursor(self.conn, "savepoint") as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+
+    def commit(self) -> None:
+        self._run(f"RELEASE SAVEPOINT {self.name}")
+
+    def rollback(self) -> None:
+        self._run(f"ROLLBACK TO SAVEPOINT {self.name}", f"RELEASE SAVEPOINT {self.name}")
+
+
 def driver_error(conn: Connection, what: str, exc: Exception) -> StatementError:
     """``exc`` from the driver as SQLAlchemy would have raised it, parameters hidden."""
     return DBAPIError.instance(what, None, exc, conn.dialect.loaded_dbapi.Error,
