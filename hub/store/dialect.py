@@ -31,7 +31,11 @@ def driver_cursor(conn: Connection, what: str) -> Iterator[Any]:
     compilation and dispatch cost more than running them (measured where used). A driver error
     comes out as SQLAlchemy's own class (OperationalError for a deadlock victim or a lost
     connection), as from any other statement, and without parameters in its text (they hold
-    identifiers)."""
+    identifiers). Like a Core statement, it begins the connection's transaction if none is
+    (the driver's statement alone would not: on SQLite, where the hub issues BEGIN itself, it
+    would run and commit outside any transaction, and a later rollback would not undo it)."""
+    if not conn.in_transaction():
+        conn.begin()
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         yield cursor
