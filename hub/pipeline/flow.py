@@ -32,6 +32,7 @@ from hub.rules import NoRules, RulesStage
 from hub.staging import IdentityKey, NeedsLock, Prepared, StagedResolver
 from hub.store import dead_letters, inbox, outbox, quarantine, registry, resources, search
 from hub.store.db import is_postgres, is_transient, write_tx
+from hub.store.dialect import DriverSavepoint
 from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
 from hub.telemetry import Telemetry
@@ -304,7 +305,7 @@ class Pipeline:
                    ) -> list[tuple[str, str]]:
         if not run.messages:
             return []
-        savepoint = conn.begin_nested()
+        savepoint = DriverSavepoint(conn)
         try:
             outcomes = write_run(conn, run, resolver, rules=self.rules, router=self.router,
                                  telemetry=self.telemetry,

@@ -31,7 +31,11 @@ def driver_cursor(conn: Connection, what: str) -> Iterator[Any]:
     compilation and dispatch cost more than running them (measured where used). A driver error
     comes out as SQLAlchemy's own class (OperationalError for a deadlock victim or a lost
     connection), as from any other statement, and without parameters in its text (they hold
-    identifiers)."""
+    identifiers). Like a Core statement, it begins the connection's transaction if none is
+    (the driver's statement alone would not: on SQLite, where the hub issues BEGIN itself, it
+    would run and commit outside any transaction, and a later rollback would not undo it)."""
+    if not conn.in_transaction():
+        conn.begin()
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         yield cursor
@@ -39,6 +43,30 @@ def driver_cursor(conn: Connection, what: str) -> Iterator[Any]:
         raise driver_error(conn, what, exc) from exc
     finally:
         cursor.close()
+
+
+class DriverSavepoint:
+    """A savepoint set on the transaction's cursor; ``commit()`` releases it, ``rollback()``
+    undoes what was done since, and one of them must be called.
+
+    SQLAlchemy's ``begin_nested`` (a Core statement per step, each savepoint named anew) cost
+    152 us a savepoint (SQLite, timeit, best of 5), and the worker sets one per run of
+    prepared messages: ~20 us a message in batches of 8. The statements here are a few us."""
+
+    def __init__(self, conn: Connection, name: str = "hub_run") -> None:
+        self.conn, self.name = conn, name
+        self._run(f"SAVEPOINT {name}")
+
+    def _run(self, *statements: str) -> None:
+        with driver_cursor(self.conn, "savepoint") as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+
+    def commit(self) -> None:
+        self._run(f"RELEASE SAVEPOINT {self.name}")
+
+    def rollback(self) -> None:
+        self._run(f"ROLLBACK TO SAVEPOINT {self.name}", f"RELEASE SAVEPOINT {self.name}")
 
 
 def driver_error(conn: Connection, what: str, exc: Exception) -> StatementError:

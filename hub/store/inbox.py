@@ -176,27 +176,41 @@ def set_reply(engine: Engine, message_id: str, reply: bytes) -> None:
         conn.execute(update(T).where(T.c.id == message_id).values(reply=reply))
 
 
+# The worker's two reads of every batch, claim and take, as driver SQL on the transaction's
+# cursor like the group commit's statements above: through SQLAlchemy Core (the select built,
+# its IN list expanded, compiled and dispatched, the rows through its result machinery) a claim
+# of 8 cost 225 us and a take of 8 247 us (SQLite, timeit, best of 5), about 60 us a message
+# when the worker keeps up with a stream of small batches.
+_CLAIM = ("SELECT id, source, content_type, body, received_at, traceparent, meta, seq "
+          f"FROM {T.name} WHERE status = {{m}}{{only}} ORDER BY seq LIMIT {{m}}{{lock}}")
+_TAKE = f"SELECT id FROM {T.name} WHERE id IN ({{marks}}) AND status = {{m}}{{lock}}"
+_LOCKED = " FOR UPDATE SKIP LOCKED"
+_IDS_PER_STATEMENT = 500  # bound ids a statement (SQLite allows 32,766 variables)
+
+
 def claim(conn: Connection, limit: int, only: list[str] | None = None, *, lock: bool = True
           ) -> list[RawMessage]:
     """Received messages for this transaction to process, oldest first (or just the messages
     ``only`` names, still waiting); see module docstring. ``lock=False`` only reads (no row
     locks on PostgreSQL): the caller prepares them outside the write transaction and takes
     them with ``take`` when it commits."""
-    query = (
-        select(T.c.id, T.c.source, T.c.content_type, T.c.body, T.c.received_at, T.c.traceparent,
-               T.c.meta)
-        .where(T.c.status == STATUS_RECEIVED)
-        .order_by(T.c.seq)
-        .limit(limit)
-    )
-    if only is not None:
-        query = query.where(T.c.id.in_(only))
-    if lock and is_postgres(conn.engine):
-        query = query.with_for_update(skip_locked=True)
-    rows = conn.execute(query).all()
-    return [RawMessage(r.id, r.source, r.content_type, bytes(r.body),
-                       as_utc(r.received_at) or utcnow(), r.traceparent, _meta(r.meta))
-            for r in rows]
+    mark = MARK[conn.dialect.name]
+    locking = _LOCKED if lock and conn.dialect.name == "postgresql" else ""
+    parts = ([None] if only is None
+             else [only[i:i + _IDS_PER_STATEMENT] for i in range(0, len(only), _IDS_PER_STATEMENT)])
+    rows: list[Any] = []
+    with driver_cursor(conn, "inbox claim") as cursor:
+        for part in parts:
+            where = "" if part is None else f" AND id IN ({', '.join([mark] * len(part))})"
+            cursor.execute(_CLAIM.format(m=mark, only=where, lock=locking),
+                           (STATUS_RECEIVED, *(part or ()), limit))
+            rows += cursor.fetchall()
+    if len(parts) > 1:  # (the oldest of all the parts: a long ``only`` is read in parts)
+        rows = sorted(rows, key=lambda row: row[-1])[:limit]
+    read = time_reader(T.c.received_at.type, conn.dialect)
+    return [RawMessage(mid, source, content_type, bytes(body), as_utc(read(at)) or utcnow(),
+                       traceparent, _meta(meta))
+            for mid, source, content_type, body, at, traceparent, meta, _ in rows]
 
 
 def waiting(conn: Connection, limit: int, skip: Collection[str] = ()
@@ -233,10 +247,16 @@ def take(conn: Connection, message_ids: list[str]) -> set[str]:
     holds is not taken), on SQLite under the write lock the caller's transaction holds."""
     if not message_ids:
         return set()
-    query = select(T.c.id).where(T.c.id.in_(message_ids), T.c.status == STATUS_RECEIVED)
-    if is_postgres(conn.engine):
-        query = query.with_for_update(skip_locked=True)
-    return set(conn.execute(query).scalars())
+    mark = MARK[conn.dialect.name]
+    lock = _LOCKED if conn.dialect.name == "postgresql" else ""
+    taken: set[str] = set()
+    with driver_cursor(conn, "inbox take") as cursor:
+        for start in range(0, len(message_ids), _IDS_PER_STATEMENT):
+            part = message_ids[start:start + _IDS_PER_STATEMENT]
+            cursor.execute(_TAKE.format(marks=", ".join([mark] * len(part)), m=mark, lock=lock),
+                           (*part, STATUS_RECEIVED))
+            taken.update(row[0] for row in cursor.fetchall())
+    return taken
 
 
 def bodies(conn: Connection, message_ids: list[str]) -> dict[str, bytes]:
