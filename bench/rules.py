@@ -10,9 +10,13 @@ then times ``hub.worker.drain`` with a pipeline whose ``rules`` is ``NoRules`` (
 shipped program ``mappings/rules`` (on). Off and on alternate, and the order flips every round,
 so drift on a busy machine hits both; the figures are medians over ``--rounds``, and the
 overhead is also given per round (each "on" against the "off" next to it: the spread says how
-much the shared machine moved the figure). The load average is recorded before and after. After
-each "on" round the scheduler runs once at the readings' end (due time-based rules), reported
-apart: it is not on the ingest path. Target (issue 6): on ≤ 1.2 x off. Last line JSON.
+much the shared machine moved the figure). The headline overhead is the median of those paired
+rounds: on this VM single rounds stall now and then (one pair of 21 read +170 %, another
+-69 %), which moves a ratio of two separate medians by ±10 points from run to run (3.3-23.2 %
+for the same code on one evening) while the paired median stayed within 15.9-16.5 %. The
+load average is recorded before and after. After each "on" round the scheduler runs once at
+the readings' end (due time-based rules), reported apart: it is not on the ingest path.
+Target (issue 6): on ≤ 1.2 x off. Last line JSON.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="readings per message")
     parser.add_argument("--worker-batch", type=int, default=64,
                         help="messages per worker transaction")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
     load_before = os.getloadavg()
 
@@ -109,15 +113,19 @@ def main() -> None:
                "overhead_pct": round(100 * (on / off - 1), 1),
                "off_cpu_us": round(off_cpu, 1), "on_cpu_us": round(on_cpu, 1),
                "cpu_overhead_pct": round(100 * (on_cpu / off_cpu - 1), 1),
+               "cpu_overhead_paired_median_pct": round(statistics.median(paired), 1),
+               "wall_overhead_paired_median_pct": round(statistics.median(paired_wall), 1),
                "cpu_overhead_per_round_pct": [round(x, 1) for x in paired],
                "wall_overhead_per_round_pct": [round(x, 1) for x in paired_wall],
                "tick_seconds": round(tick, 3), "tick_due_rules": due,
                "load_average_before": [round(x, 2) for x in load_before],
                "load_average_after": [round(x, 2) for x in os.getloadavg()],
                "when": datetime.now(UTC).isoformat(timespec="seconds")}
-    print(f"{args.backend}, {args.batch} reading(s) per message: rules off {off:.1f} µs, on "
-          f"{on:.1f} µs per reading: overhead {figures['overhead_pct']} % (CPU "
-          f"{figures['cpu_overhead_pct']} %; per round {paired[0]:.1f} to {paired[-1]:.1f} %); "
+    print(f"{args.backend}, {args.batch} reading(s) per message: overhead (CPU, median of "
+          f"paired rounds) {figures['cpu_overhead_paired_median_pct']} % (per round "
+          f"{paired[0]:.1f} to {paired[-1]:.1f} %; target <= 20 %); medians: rules off "
+          f"{off:.1f} µs, on {on:.1f} µs per reading ({figures['overhead_pct']} %; CPU "
+          f"{off_cpu:.1f} and {on_cpu:.1f} µs, {figures['cpu_overhead_pct']} %); "
           f"one scheduler pass after: {tick:.3f} s for {due} due (patient, rule) pairs; load "
           f"average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(json.dumps(figures))
