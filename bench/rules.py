@@ -28,6 +28,8 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,8 +44,11 @@ from hub.telemetry import Telemetry
 from hub.worker import drain, tune_gc
 
 
-def one_round(backend: str, bodies: list[tuple[bytes, int]], readings: int, rules_on: bool,
-              worker_batch: int) -> dict[str, float]:
+@contextmanager
+def filled_hub(backend: str, bodies: list[tuple[bytes, int]], rules_on: bool
+               ) -> Iterator[tuple[Hub, Pipeline, RulesEngine | None]]:
+    """A fresh hub whose inbox holds ``bodies``, and a pipeline with the shipped rules
+    (``rules_on``) or ``NoRules``, the collector set as the worker sets it; disposed after."""
     with tempfile.TemporaryDirectory(prefix="hub-bench-rules-") as tmp, \
             fresh_database(backend, Path(tmp)) as url:
         settings = Settings(database_url=url, env="test", secret_key=SECRET,
@@ -62,6 +67,15 @@ def one_round(backend: str, bodies: list[tuple[bytes, int]], readings: int, rule
         # over the whole heap that the worker never pays.
         tune_gc()
         gc.freeze()
+        try:
+            yield hub, pipeline, engine
+        finally:
+            hub.engine.dispose()
+
+
+def one_round(backend: str, bodies: list[tuple[bytes, int]], readings: int, rules_on: bool,
+              worker_batch: int) -> dict[str, float]:
+    with filled_hub(backend, bodies, rules_on) as (hub, pipeline, engine):
         began, cpu_began = time.perf_counter(), time.process_time()
         drain(pipeline, hub.engine, worker_batch)
         seconds = time.perf_counter() - began
@@ -73,7 +87,6 @@ def one_round(backend: str, bodies: list[tuple[bytes, int]], readings: int, rule
             tick_began = time.perf_counter()
             due = engine.tick(hub.engine, end.astimezone(UTC))
             tick = time.perf_counter() - tick_began
-        hub.engine.dispose()
     return {"us": seconds / readings * 1e6, "cpu_us": cpu / readings * 1e6, "tick_s": tick,
             "due": due}
 

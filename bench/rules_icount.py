@@ -3,32 +3,24 @@
     PYTHONHASHSEED=0 valgrind --tool=cachegrind --cache-sim=no \\
         --cachegrind-out-file=/tmp/x.cg.out .venv/bin/python -m bench.rules_icount --rules on
 
-The set-up is ``bench.rules``' ``one_round`` (a fresh SQLite hub, the bodies received into its
-inbox, the pipeline with ``NoRules`` or the shipped program, the collector tuned and the heap
-frozen), then the inbox is drained, unless ``--no-drain``. Instructions a reading of the drain =
-(I refs - I refs with ``--no-drain``) / ``--readings``, same other options. ``--dump DIR``
-writes the rules' stored outputs and state rows after the drain (a replay comparison of two
-versions of the code: ``diff -r``).
+The set-up is ``bench.rules.filled_hub``, as in each round of ``bench.rules`` (a fresh SQLite
+hub, the bodies received into its inbox, the pipeline with ``NoRules`` or the shipped program,
+the collector tuned and the heap frozen), then the inbox is drained, unless ``--no-drain``.
+Instructions a reading of the drain = (I refs - I refs with ``--no-drain``) / ``--readings``,
+same other options. ``--dump DIR`` writes the rules' stored outputs and state rows after the
+drain (a replay comparison of two versions of the code: ``diff -r``).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import tempfile
 from pathlib import Path
 
 from sqlalchemy import text
 
-from bench.ingest import REPO, SECRET, fresh_database, make_bodies, observation_count
-from hub.pipeline import Pipeline
-from hub.rules import NoRules
-from hub.rules.engine import RulesEngine
-from hub.runtime import Hub
-from hub.settings import Settings
-from hub.store import inbox
-from hub.telemetry import Telemetry
-from hub.worker import drain, tune_gc
+from bench.ingest import make_bodies, observation_count
+from bench.rules import filled_hub
+from hub.worker import drain
 
 
 def main() -> None:
@@ -42,20 +34,7 @@ def main() -> None:
     parser.add_argument("--dump", type=Path, help="write rule outputs and states here")
     args = parser.parse_args()
     bodies = make_bodies(args.readings, args.batch, 200)
-    with tempfile.TemporaryDirectory(prefix="hub-bench-rules-icount-") as tmp, \
-            fresh_database("sqlite", Path(tmp)) as url:
-        settings = Settings(database_url=url, env="test", secret_key=SECRET,
-                            mappings_dir=REPO / "mappings", inline_worker=False)
-        hub = Hub.build(settings, Telemetry.disabled())
-        engine = RulesEngine(REPO / "mappings" / "rules") if args.rules == "on" else None
-        pipeline = Pipeline(connectors=hub.connectors, mappings=hub.mappings,
-                            rules=engine if engine is not None else NoRules(),
-                            router=hub.pipeline.router)
-        for body, _ in bodies:
-            inbox.receive(hub.engine, source="hub", channel="http",
-                          content_type="application/json", body=body)
-        tune_gc()
-        gc.freeze()
+    with filled_hub("sqlite", bodies, args.rules == "on") as (hub, pipeline, _):
         if args.no_drain:
             return
         drain(pipeline, hub.engine, args.worker_batch)
@@ -64,7 +43,6 @@ def main() -> None:
             raise SystemExit(f"stored {stored}/{args.readings}")
         if args.dump is not None:
             dump(hub.engine, args.dump)
-        hub.engine.dispose()
 
 
 def dump(engine: object, folder: Path) -> None:
