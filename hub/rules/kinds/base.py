@@ -16,14 +16,17 @@ A kind is stateless code; its state is the JSON dict of one (patient, rule) row 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from hub.rules.lifecycle import Ctx
 from hub.rules.readings import Sample
 
 State = dict[str, Any]
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Kind(ABC):
@@ -78,17 +81,37 @@ def fresh(st: State, s: Sample) -> bool:
     return True
 
 
-_WANTED: dict[int, tuple[object, frozenset[str]]] = {}
+class PerRule(Generic[R, T]):
+    """``make(rule)`` computed once per rule object and reused (a kind's compiled form of its
+    rule: precompiled tests, a plan, a set of measures), for the hot per-message path.
+
+    Keyed by ``id(rule)``: a rule is a frozen pydantic model, and hashing one hashes every field,
+    which cost more than the work it would save. Each entry holds its rule, so the rule stays
+    alive and its id cannot be taken by another object while the entry exists; a reloaded rule
+    program (new objects, even if equal) gets new entries. Past ``bound`` entries (rules of
+    many reloads) the map starts over.
+    """
+
+    __slots__ = ("_bound", "_by_id", "_make")
+
+    def __init__(self, make: Callable[[R], T], bound: int = 4096) -> None:
+        self._make = make
+        self._by_id: dict[int, tuple[R, T]] = {}
+        self._bound = bound
+
+    def __call__(self, rule: R) -> T:
+        found = self._by_id.get(id(rule))
+        if found is None:
+            if len(self._by_id) >= self._bound:
+                self._by_id.clear()
+            found = self._by_id[id(rule)] = (rule, self._make(rule))
+        return found[1]
 
 
-def wanted(rule: object, measures: list[str]) -> frozenset[str]:
-    """``measures`` (a rule's list) as a set, made once per rule object: ``wanted.isdisjoint(
-    s.values)`` tests a sample's one or two measures, where ``s.values.keys().isdisjoint(
-    measures)`` built a view and walked the list (bench/rules.py, per sample)."""
-    found = _WANTED.get(id(rule))
-    if found is None or found[0] is not rule:
-        found = _WANTED[id(rule)] = (rule, frozenset(measures))
-    return found[1]
+# ``measures`` (a rule's list) as a set: ``wanted(rule).isdisjoint(s.values)`` tests a sample's
+# one or two measures, where ``s.values.keys().isdisjoint(measures)`` built a view and walked
+# the list (bench/rules.py, per sample).
+wanted: PerRule[Any, frozenset[str]] = PerRule(lambda rule: frozenset(rule.measures))
 
 
 def local_day(t: float, tz: str) -> int:

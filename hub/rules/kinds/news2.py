@@ -42,7 +42,7 @@ from typing import Any
 
 from hub.fhir.ids import stable_id
 from hub.rules import outputs
-from hub.rules.kinds.base import Kind, State, fmt, when
+from hub.rules.kinds.base import Kind, PerRule, State, fmt, when
 from hub.rules.lifecycle import Ctx
 from hub.rules.model import News2Rule
 from hub.rules.outputs import UCUM
@@ -132,33 +132,28 @@ def risk(aggregate: int, any_three: bool) -> str:
     return "low-medium" if any_three else "low"
 
 
-class News2(Kind):
-    def __init__(self) -> None:
-        self._by_rule: dict[int, tuple[News2Rule, list[tuple[str, str]],
-                                       dict[str, list[tuple[str, str]]]]] = {}
+def _inputs(rule: News2Rule) -> dict[str, str | None]:
+    return {"respiration_rate": rule.respiration_rate, "spo2": rule.spo2,
+            "systolic": rule.systolic, "pulse": rule.pulse,
+            "temperature": rule.temperature, "consciousness": rule.consciousness,
+            "air_or_oxygen": rule.oxygen}
 
-    @staticmethod
-    def _inputs(rule: News2Rule) -> dict[str, str | None]:
-        return {"respiration_rate": rule.respiration_rate, "spo2": rule.spo2,
-                "systolic": rule.systolic, "pulse": rule.pulse,
-                "temperature": rule.temperature, "consciousness": rule.consciousness,
-                "air_or_oxygen": rule.oxygen}
+
+def _make_plan(rule: News2Rule) -> tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]:
+    """The rule's (parameter, measure) pairs, and per measure its pairs (in the pairs' order)."""
+    pairs = [(p, m) for p, m in _inputs(rule).items() if m is not None]
+    by_measure: dict[str, list[tuple[str, str]]] = {}
+    for pair in pairs:
+        by_measure.setdefault(pair[1], []).append(pair)
+    return pairs, by_measure
+
+
+class News2(Kind):
+    _plan = PerRule(_make_plan)
 
     def _pairs(self, rule: News2Rule) -> list[tuple[str, str]]:
         """(parameter, measure) pairs of a rule, computed once per rule object."""
-        return self._plan(rule)[1]
-
-    def _plan(self, rule: News2Rule) -> tuple[News2Rule, list[tuple[str, str]],
-                                              dict[str, list[tuple[str, str]]]]:
-        """The rule's pairs, and per measure its pairs (in the pairs' order)."""
-        found = self._by_rule.get(id(rule))
-        if found is None or found[0] is not rule:
-            pairs = [(p, m) for p, m in self._inputs(rule).items() if m is not None]
-            by_measure: dict[str, list[tuple[str, str]]] = {}
-            for pair in pairs:
-                by_measure.setdefault(pair[1], []).append(pair)
-            found = self._by_rule[id(rule)] = (rule, pairs, by_measure)
-        return found
+        return self._plan(rule)[0]
 
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         self.on_samples(ctx, st, [s])
@@ -167,7 +162,7 @@ class News2(Kind):
         # One loop for the message's samples: the rule's pairs and window read once.
         rule = ctx.rule
         assert isinstance(rule, News2Rule)
-        _, pairs, by_measure = self._plan(rule)
+        pairs, by_measure = self._plan(rule)
         window = rule.window
         for s in samples:
             if not s.usable:
@@ -325,7 +320,7 @@ class News2(Kind):
     def _finding(self, ctx: Ctx, rule: News2Rule, params: dict[str, list[Any]],
                  scores: dict[str, int], aggregate: int, missing: list[str], any_three: bool,
                  t: float, refs: list[str]) -> dict[str, Any]:
-        inputs = self._inputs(rule)
+        inputs = _inputs(rule)
         parts: list[str] = []
         values: list[list[Any]] = []
         for param in PARAMETERS:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rules.kinds.base import Kind, State, fmt, when
+from hub.rules.kinds.base import Kind, PerRule, State, fmt, when
 from hub.rules.lifecycle import Ctx
 from hub.rules.model import ThresholdRule, Trigger
 from hub.rules.outputs import PRIORITY_RANK, Finding
@@ -66,14 +66,7 @@ def _tests(rule: ThresholdRule) -> tuple[_Test, ...]:
 
 
 class Threshold(Kind):
-    def __init__(self) -> None:
-        self._by_rule: dict[int, tuple[ThresholdRule, tuple[_Test, ...]]] = {}
-
-    def _compiled(self, rule: ThresholdRule) -> tuple[_Test, ...]:
-        found = self._by_rule.get(id(rule))
-        if found is None or found[0] is not rule:
-            found = self._by_rule[id(rule)] = (rule, _tests(rule))
-        return found[1]
+    _compiled = PerRule(_tests)
 
     def on_sample(self, ctx: Ctx, st: State, s: Sample) -> None:
         self.on_samples(ctx, st, [s])

@@ -58,7 +58,7 @@ class Silence(Kind):
         rule = ctx.rule
         assert isinstance(rule, SilenceRule)
         measures = rule.measures
-        want = wanted(rule, measures)
+        want = wanted(rule)
         last = st.get("last")
         newest = None
         pending = True  # the next move must check for an active Flag
@@ -152,7 +152,7 @@ class DaysWithData(Kind):
         rule = ctx.rule
         assert isinstance(rule, DaysWithDataRule)
         measures = rule.measures
-        want = wanted(rule, measures)
+        want = wanted(rule)
         on_sample = self.on_sample
         low = high = 0.0  # the day of the last sample counted here: empty until one is
         for s in samples:
