@@ -38,11 +38,11 @@ from hub.errors import DataError, ErrorLocation, MappingError
 from hub.mappings.catalogue import MappingSet
 from hub.mappings.extract import CompiledDeviceMapping
 from hub.mappings.schema import (
-    SUPPORTED_VERSIONS,
     DeviceMapping,
     TypeCatalogue,
     TypeSpec,
     _Strict,
+    supported_version,
 )
 from hub.mappings.yamlfile import load_model
 
@@ -75,12 +75,7 @@ class GoldenFile(_Strict):
     mapping: str = Field(description="the device mapping's name")
     cases: list[GoldenCase] = Field(min_length=1)
 
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: int) -> int:
-        if value not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported version {value}; this hub reads {SUPPORTED_VERSIONS}")
-        return value
+    _version = field_validator("version")(supported_version)
 
 
 @dataclass

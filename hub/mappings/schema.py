@@ -28,6 +28,14 @@ from hub.mappings.layouts import FileLayout, SampledGrouping
 
 SUPPORTED_VERSIONS = (1,)
 
+
+def supported_version(value: int) -> int:
+    """A file's ``version:`` must be one this hub reads (every mapping, catalogue, HL7v2 map and
+    golden-test file declares one)."""
+    if value not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unsupported version {value}; this hub reads {SUPPORTED_VERSIONS}")
+    return value
+
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 
@@ -152,12 +160,7 @@ class DeviceMapping(_Strict):
         description="named layouts of export files `hub import SOURCE --layout NAME` reads "
                     "into this mapping's source (JSON, NDJSON, CSV)")
 
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: int) -> int:
-        if value not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported version {value}; this hub reads {SUPPORTED_VERSIONS}")
-        return value
+    _version = field_validator("version")(supported_version)
 
 
 class Coding(_Strict):
@@ -269,9 +272,4 @@ class TypeCatalogue(_Strict):
     version: int
     types: dict[str, TypeSpec]
 
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: int) -> int:
-        if value not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported version {value}; this hub reads {SUPPORTED_VERSIONS}")
-        return value
+    _version = field_validator("version")(supported_version)

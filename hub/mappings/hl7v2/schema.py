@@ -20,16 +20,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hub.mappings.schema import SUPPORTED_VERSIONS, Coding, _Strict
+from hub.mappings.schema import Coding, _Strict, supported_version
 
 Category = Literal["vital-signs", "activity", "laboratory", "survey", "exam"]
 PanelInput = Literal["systolic", "diastolic", "mean"]
-
-
-def _version(value: int) -> int:
-    if value not in SUPPORTED_VERSIONS:
-        raise ValueError(f"unsupported version {value}; this hub reads {SUPPORTED_VERSIONS}")
-    return value
 
 
 class PanelPart(_Strict):
@@ -85,7 +79,7 @@ class MdcTable(_Strict):
     units: list[MdcUnit] = Field(default_factory=list)
     codes: list[MdcCode] = Field(default_factory=list)
 
-    _v = field_validator("version")(_version)
+    _version = field_validator("version")(supported_version)
 
     @model_validator(mode="after")
     def _cited(self) -> MdcTable:
@@ -130,7 +124,7 @@ class SenderMap(_Strict):
     units: dict[str, str] = Field(default_factory=dict,
                                   description="sender unit text → UCUM code")
 
-    _v = field_validator("version")(_version)
+    _version = field_validator("version")(supported_version)
 
 
 class EngineSettings(_Strict):
@@ -145,4 +139,4 @@ class EngineSettings(_Strict):
         default_factory=lambda: ["MR", "PI", "PT", "MRN"],
         description="CX-5 identifier types preferred (in order) as the subject of readings")
 
-    _v = field_validator("version")(_version)
+    _version = field_validator("version")(supported_version)
