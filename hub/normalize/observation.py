@@ -15,7 +15,7 @@ from typing import Any
 
 from hub.contracts import Measurement
 from hub.errors import DataError
-from hub.fhir.ids import observation_id, urn_identifier
+from hub.fhir.ids import observation_id, urn_identifier, utc_isoformat
 from hub.mappings.schema import UCUM, TypeSpec, UnitSpec
 from hub.normalize import plausibility, units
 
@@ -177,7 +177,7 @@ def build_observation(
 ) -> dict[str, Any]:
     """The R4 Observation for one measurement; DataError names what is wrong and where."""
     where = m.location or m.type
-    effective = m.time.isoformat()
+    effective = utc_isoformat(m.time)
     rid = observation_id(m.device, patient_id, m.type, m.time, effective)
     meta: dict[str, Any] = {
         "source": f"urn:uuid:{lineage.message_id}",
