@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.fhir.ids import HUB_NAMESPACE, instant_key, stable_id
+from hub.contracts import Identifier
+from hub.fhir.ids import HUB_NAMESPACE, instant_key, observation_id, stable_id, utc_isoformat
 
 
 @settings(max_examples=2000)
@@ -48,3 +49,35 @@ def test_instant_key_from_the_isoformat_is_utc_strftime(when: datetime) -> None:
     except OverflowError:
         return
     assert instant_key(when, when.isoformat()) == expected
+
+
+@settings(max_examples=2000)
+@given(st.datetimes(timezones=st.sampled_from(
+    [UTC, timezone(timedelta(0)), timezone(timedelta(hours=2)),
+     timezone(timedelta(hours=-9, minutes=-30))])))
+def test_utc_isoformat_is_isoformat(when: datetime) -> None:
+    assert utc_isoformat(when) == when.isoformat()
+
+
+def test_utc_isoformat_edges() -> None:
+    for when in (datetime(2026, 1, 1, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59, 1, UTC),
+                 datetime(1000, 1, 1, 0, 0, 0, 999999, UTC), datetime(9999, 12, 31, tzinfo=UTC),
+                 datetime(2026, 1, 1, 0, 0, 0, 10, UTC), datetime(2026, 1, 1)):
+        assert utc_isoformat(when) == when.isoformat()
+
+
+@settings(max_examples=1000)
+@given(st.text(), st.text(), st.none() | st.text(), st.text(),
+       st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))])))
+def test_observation_id_is_its_stable_id(system: str, value: str, patient: str | None,
+                                         mtype: str, when: datetime) -> None:
+    """The per-prefix SHA-1 states give the id stable_id gives over the joined key."""
+    device = Identifier(system, value)
+    try:
+        expected = stable_id("Observation", device.token(), patient or "", mtype,
+                             instant_key(when))
+    except UnicodeEncodeError:  # lone surrogates: neither can encode them
+        return
+    assert observation_id(device, patient, mtype, when) == expected
+    assert observation_id(device, patient, mtype, when, when.isoformat()) == expected
+    assert observation_id(device, patient, mtype, when) == expected  # from the cached state

@@ -9,6 +9,7 @@ readings are untouched ("final", no interpretation, no note).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -212,3 +213,34 @@ def test_ranges_are_checked_when_the_catalogue_loads() -> None:
 def test_held_reason_ignores_ordinary_preliminary_observations() -> None:
     assert plausibility.held_reason({"status": "preliminary", "meta": {"tag": []}}) is None
     assert plausibility.held_reason({"status": "final"}) is None
+
+
+def test_the_in_range_shortcut_gives_what_review_gives(types: dict[str, TypeSpec]) -> None:
+    """build_observation skips review for a single quantity inside its range (``bounds``);
+    around every bound, and at it, the Observation is the one review alone makes."""
+    from math import nextafter
+
+    from hub.normalize import observation
+
+    checked = 0
+    for name, spec in types.items():
+        template = observation._template(spec)
+        if template.bounds is None or spec.unit is None:
+            continue
+        rng = spec.plausible
+        assert rng is not None
+        edges = [b for b in (rng.min, rng.max) if b is not None]
+        values = [v for b in edges for v in (b - 1, nextafter(b, -1e300), b,
+                                             nextafter(b, 1e300), b + 1)]
+        if rng.min is not None and rng.max is not None:
+            values.append((rng.min + rng.max) / 2)
+        for value in values:
+            fast = observe(types, name, {spec.input: value}, spec.unit.code)
+            observation._templates[id(spec)] = replace(template, bounds=None)
+            try:
+                reviewed = observe(types, name, {spec.input: value}, spec.unit.code)
+            finally:
+                observation._templates[id(spec)] = template
+            assert fast == reviewed, (name, value)
+            checked += 1
+    assert checked > 50

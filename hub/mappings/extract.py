@@ -124,6 +124,11 @@ class CompiledRule:
 
     def __init__(self, rule: MeasurementRule, mapping_ref: str, default_tz: tzinfo) -> None:
         self.rule = rule
+        # The rule's fields each item reads, as plain attributes: a pydantic model's go through
+        # its __getattr__ hook, which the interpreter does not specialise (three a reading).
+        self.type_map = rule.type_map
+        self.unit_map = rule.unit_map
+        self.time_format = rule.time_format
         self.label = _each_label(rule.each)
         self.mapping_ref = mapping_ref
         self.default_tz = default_tz
@@ -177,8 +182,8 @@ class CompiledRule:
             if refusal.when.search(scope):
                 raise DataError(refusal.reason, location=where)
         mtype = self.type.search(scope)
-        if self.rule.type_map is not None:
-            mtype = self.rule.type_map.get(str(mtype))
+        if self.type_map is not None:
+            mtype = self.type_map.get(str(mtype))
             if mtype is None:
                 return None  # a type this mapping deliberately does not carry
         if not isinstance(mtype, str) or not mtype:
@@ -190,7 +195,7 @@ class CompiledRule:
         comparator = self.comparator.search(scope) if self.comparator is not None else None
         if comparator is not None and comparator not in COMPARATORS:
             raise DataError("comparator is not one of <, <=, >=, >", location=f"{where}.comparator")
-        time = parse_time(self.time.search(scope), self.rule.time_format, self.default_tz,
+        time = parse_time(self.time.search(scope), self.time_format, self.default_tz,
                           f"{where}.time", tz)
         device_id = device(scope, where)
         assert device_id is not None  # not optional: a missing one raised
@@ -213,8 +218,8 @@ class CompiledRule:
         unit = self.unit.search(scope)
         if unit is None:
             return None
-        if self.rule.unit_map is not None:
-            mapped = self.rule.unit_map.get(str(unit))
+        if self.unit_map is not None:
+            mapped = self.unit_map.get(str(unit))
             if mapped is None:
                 raise DataError("unit code not in the mapping's unit_map", location=f"{where}.unit")
             return mapped

@@ -58,7 +58,13 @@ def compile_expression(expression: str) -> FastExpression:
 
 def _is_false(value: Any) -> bool:
     # Equality, not truthiness, exactly as TreeInterpreter._is_false: 0 and 0.0 are true.
-    return value == "" or value == [] or value == {} or value is None or value is False
+    # For a str, list or dict itself (what JSON decodes to) that equality is its emptiness;
+    # None and False are told by identity before any comparison builds an empty list and dict
+    # to compare with (``a || b`` over a missing field: every reading's ``item.components``).
+    cls = value.__class__
+    if cls is str or cls is list or cls is dict:
+        return not value
+    return value is None or value is False or value == "" or value == [] or value == {}
 
 
 def _field(name: str) -> Evaluate:

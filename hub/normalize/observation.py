@@ -10,12 +10,12 @@ so the templates are proven valid once rather than re-checked per reading.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import isfinite
+from math import inf, isfinite
 from typing import Any
 
 from hub.contracts import Measurement
 from hub.errors import DataError
-from hub.fhir.ids import observation_id, urn_identifier
+from hub.fhir.ids import observation_id, urn_identifier, utc_isoformat
 from hub.mappings.schema import UCUM, TypeSpec, UnitSpec
 from hub.normalize import plausibility, units
 
@@ -86,6 +86,10 @@ class _Template:
     input: str
     unit: _Unit | None
     reviewed: bool  # plausibility.review has something to check
+    # A single quantity's plausible range as (low, high, low exclusive, high exclusive), None
+    # bounds as -inf/+inf: a reading inside it is what ``plausibility.review`` leaves untouched,
+    # so only one outside is handed to review (which marks it). None: review every reading.
+    bounds: tuple[float, float, bool, bool] | None
 
 
 _templates: dict[int, _Template] = {}
@@ -102,10 +106,15 @@ def _template(spec: TypeSpec) -> _Template:
                   "display": CATEGORY_DISPLAY[spec.category]},))
     parts = tuple(_Part(c.input, c.required, _Unit.of(c.unit), tuple(_codeable(c.codes)["coding"]))
                   for c in spec.components)
+    rng = spec.plausible
+    bounds = (None if rng is None or spec.components or spec.value != "quantity"
+              or spec.unit is None else
+              (-inf if rng.min is None else rng.min, inf if rng.max is None else rng.max,
+               rng.min_exclusive, rng.max_exclusive))
     made = _Template(spec, tuple(_codeable(spec.codes)["coding"]), category, parts,
                      spec.profile, spec.value, spec.input,
                      None if spec.unit is None else _Unit.of(spec.unit),
-                     spec.plausible is not None or bool(spec.components))
+                     spec.plausible is not None or bool(spec.components), bounds)
     _templates[id(spec)] = made
     return made
 
@@ -177,7 +186,7 @@ def build_observation(
 ) -> dict[str, Any]:
     """The R4 Observation for one measurement; DataError names what is wrong and where."""
     where = m.location or m.type
-    effective = m.time.isoformat()
+    effective = utc_isoformat(m.time)
     rid = observation_id(m.device, patient_id, m.type, m.time, effective)
     meta: dict[str, Any] = {
         "source": f"urn:uuid:{lineage.message_id}",
@@ -219,7 +228,18 @@ def build_observation(
         comps = [c for c in (_component(part, m, where) for part in template.components)
                  if c is not None]
         obs["component"] = comps
-    if template.reviewed:
+    bounds = template.bounds
+    if bounds is not None:
+        # ``plausibility.outside`` inline, on the value review would read: the readings inside
+        # their range (nearly all) skip review's calls and model attribute reads. build
+        # 71.0k -> 67.0k instructions a reading (bench.icount's mix, 3 in 4 readings single
+        # quantities; perf, counting build_observation alone).
+        value = float(obs["valueQuantity"]["value"])
+        low, high, low_open, high_open = bounds
+        if ((value <= low if low_open else value < low)
+                or (value >= high if high_open else value > high) or value != value):
+            plausibility.review(obs, spec)  # out of range: kept, marked, held for review
+    elif template.reviewed:
         plausibility.review(obs, spec)  # out of range: kept, marked, held for review
     return obs
 
