@@ -139,8 +139,8 @@ def row_time(row: Row, ctx: Context) -> Hl7Time | None:
     key = (row.group, row.path or (-row.index,))
     if key in ctx.times:
         return ctx.times[key]
-    try:
-        own = parse_dtm(row.seg.component(14, 1), ctx.zone)
+    try:  # most rows leave OBX-14 empty (PCD-01: only the channel's): no accessor then
+        own = parse_dtm(row.seg.component(14, 1), ctx.zone) if row.seg.raw(14) else None
     except ValueError:
         raise DataError("OBX-14 is not a valid date/time", location=where(ctx, row, 14)) from None
     if own is None and row.path is not None:
