@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hub.errors import ConfigurationError, MappingError
+from hub.errors import ConfigurationError
 from hub.mappings.yamlfile import load_model
 
 DEFAULT_FILE = Path("mqtt.yaml")
@@ -230,7 +230,4 @@ def load_mqtt_file(path: Path, sources: list[str] | None = None) -> MqttFile:
     """Validate the MQTT file (against the registered ``sources`` when given); every problem
     at once, raised as a ConfigurationError naming file:line:column and field."""
     context = {"sources": set(sources)} if sources is not None else None
-    try:
-        return load_model(path, MqttFile, context=context)
-    except MappingError as exc:
-        raise ConfigurationError(f"{path}: invalid MQTT file", problems=exc.problems) from None
+    return load_model(path, MqttFile, context=context, what="MQTT file", error=ConfigurationError)

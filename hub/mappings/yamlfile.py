@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from hub.errors import ErrorLocation, MappingError
+from hub.errors import ConfigurationError, ErrorLocation, MappingError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -86,8 +86,14 @@ def position(path: Path, loc: tuple[int | str, ...]) -> tuple[int | None, int | 
         return None, None
 
 
-def validation_problems(path: Path, root: Any, error: ValidationError) -> list[ErrorLocation]:
-    """Turn a pydantic ValidationError over ``root`` into positioned problems."""
+def validation_problems(path: Path, root: Any, error: ValidationError,
+                        tags: frozenset[str] = frozenset()) -> list[ErrorLocation]:
+    """Turn a pydantic ValidationError over ``root`` into positioned problems.
+
+    ``tags`` are the member names of discriminated unions, which pydantic puts in an error's
+    path (``rules[0].threshold.any``, ``destinations[1].healthlake.region``); where the document
+    has no such key the tag is skipped, so the problem points at the field itself.
+    """
     errors = error.errors(include_url=False, include_input=False)
     # A field that accepts alternatives (an expression or a list of them) fails once per
     # alternative; "should be a valid list" beside the real problem only confuses, so a
@@ -99,12 +105,25 @@ def validation_problems(path: Path, root: Any, error: ValidationError) -> list[E
         if _is_alternative(err["loc"]) and err["type"].endswith("_type") and \
                 _base(err["loc"]) in real:
             continue
-        loc = tuple(p for p in err["loc"] if not _is_tag(p))
-        line, col = mark(root, loc)
+        loc, line, col = _locate(root, err["loc"], tags)
         problem = ErrorLocation(str(path), line, col, field_path(loc), err["msg"])
         if problem not in problems:
             problems.append(problem)
     return problems
+
+
+def _locate(root: Any, loc: tuple[int | str, ...], tags: frozenset[str]
+            ) -> tuple[tuple[int | str, ...], int, int]:
+    """``loc`` without validation-step names and absent union tags, and the 1-based
+    line/column of its deepest node that exists in the document."""
+    node, line, col, kept = root, 1, 1, []
+    for part in loc:
+        if _is_tag(part) or (part in tags and isinstance(node, dict) and part not in node):
+            continue
+        kept.append(part)
+        found = child(node, part)
+        line, col, node = found if found is not None else (line, col, None)
+    return tuple(kept), line, col
 
 
 def _is_tag(part: int | str) -> bool:
@@ -125,15 +144,26 @@ def _base(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(loc)
 
 
-def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
-    """Read ``path`` and validate it as ``model``; every problem is reported at once."""
-    root = read_yaml(path)
+def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None,
+               tags: frozenset[str] = frozenset(), what: str | None = None,
+               error: type[ConfigurationError] = MappingError) -> M:
+    """Read ``path`` and validate it as ``model``; every problem is reported at once.
+
+    Raises ``error`` ("<path>: invalid <what>", default the model's name) listing the problems
+    as file:line:column and field, YAML syntax errors included; ``tags`` as in
+    :func:`validation_problems`.
+    """
+    title = f"{path}: invalid {what or model.__name__}"
+    try:
+        root = read_yaml(path)
+    except MappingError as exc:
+        if error is MappingError:
+            raise
+        raise error(title if exc.problems else str(exc), problems=exc.problems) from None
     if not isinstance(root, CommentedMap):
         problem = ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")
-        raise MappingError(f"{path}: invalid mapping file", problems=[problem])
+        raise error(title, problems=[problem])
     try:
         return model.model_validate(plain(root), context=context)
     except ValidationError as exc:
-        raise MappingError(
-            f"{path}: invalid {model.__name__}", problems=validation_problems(path, root, exc)
-        ) from None
+        raise error(title, problems=validation_problems(path, root, exc, tags)) from None

@@ -3,7 +3,7 @@
 A rules file holds a ``version`` (the program version every output of its rules names), optional
 ``measures`` (name → the codes an Observation carries and the canonical unit) and ``rules``
 (each a ``kind`` with its parameters). Files are loaded as mapping files are
-(``hub.rules.program.load_yaml_model``), so every problem is reported at once as
+(``hub.mappings.yamlfile.load_model``), so every problem is reported at once as
 file:line:column. Durations are written ``90s``, ``15m``,
 ``24h``, ``14d`` (or a number of seconds). Per-patient overrides (``PUT /rules/overrides/...``)
 are merge patches of one rule (hub/rules/overrides.py), validated by the same models; a

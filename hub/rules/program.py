@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, TypeAdapter, ValidationError
-from ruamel.yaml.comments import CommentedMap
+from pydantic import TypeAdapter, ValidationError
 
 from hub.errors import ErrorLocation, MappingError
-from hub.mappings.yamlfile import field_path, mark, plain, read_yaml
+from hub.mappings.yamlfile import field_path, load_model, mark, read_yaml
 from hub.rules.model import Measure, PatientSettings, Recipient, Rule, RulesFile
 from hub.rules.overrides import merge
 
@@ -32,29 +31,9 @@ DEFAULT_CARE_TEAM = Recipient(display="Remote monitoring care team")
 SCENARIO_SUFFIX = ".scenario.yaml"
 
 
+# The rule kinds: pydantic names the matching one in an error's path (``rules[0].threshold.any``).
 KIND_TAGS = frozenset({"threshold", "weight-gain", "baseline", "silence", "days-with-data",
                        "cgm-summary", "news2", "medication-adherence"})
-
-
-def load_yaml_model(path: Path, model: type[BaseModel]) -> Any:
-    """As ``hub.mappings.yamlfile.load_model``, but a rule's ``kind`` tag (which pydantic puts
-    in an error's path for the discriminated union) is dropped, so positions point at the field
-    itself (``rules[0].any[0]``, line of ``any``), not at the start of the rule."""
-    root = read_yaml(path)
-    if not isinstance(root, CommentedMap):
-        raise MappingError(f"{path}: invalid rules file", problems=[
-            ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")])
-    try:
-        return model.model_validate(plain(root))
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False, include_input=False):
-            loc = tuple(p for i, p in enumerate(err["loc"])
-                        if not (p in KIND_TAGS and i > 0 and isinstance(err["loc"][i - 1], int))
-                        and not (isinstance(p, str) and p.startswith("function-")))
-            line, col = mark(root, loc)
-            problems.append(ErrorLocation(str(path), line, col, field_path(loc), err["msg"]))
-        raise MappingError(f"{path}: invalid {model.__name__}", problems=problems) from None
 
 
 def _at(path: Path, loc: tuple[int | str, ...], problem: str) -> ErrorLocation:
@@ -200,7 +179,7 @@ def load_program(folder: Path) -> Program:
     loaded: list[tuple[Path, RulesFile]] = []
     for path in rule_files(folder):
         try:
-            loaded.append((path, load_yaml_model(path, RulesFile)))
+            loaded.append((path, load_model(path, RulesFile, tags=KIND_TAGS, what="rules file")))
         except MappingError as exc:
             problems.extend(exc.problems or [ErrorLocation(str(path), None, None, "", exc.message)])
     measures: dict[str, Measure] = {}

@@ -11,13 +11,12 @@ Example: ``mappings/destinations.example.yaml``; reference: ``docs/sync.md``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
-from ruamel.yaml.comments import CommentedMap
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from hub.errors import ConfigurationError, ErrorLocation, MappingError
-from hub.mappings.yamlfile import child, field_path, plain, read_yaml
+from hub.errors import ConfigurationError
+from hub.mappings.yamlfile import load_model
 
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -223,25 +222,10 @@ class DestinationsFile(_Strict):
         return [d for d in self.destinations if d.enabled]
 
 
-_TAGS = {"fhir", "healthlake", "hl7v2", "hl7v2-ack", "none", "bearer", "basic", "smart",
-         "sigv4"}
-
-
-def _position(root: Any, loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], int, int]:
-    """The loc without discriminator tags, and the 1-based line/column of its deepest node.
-
-    pydantic puts the tag of a discriminated union in the path (``destinations[1].healthlake
-    .region``); the document has no such key, so it is skipped to reach the real one.
-    """
-    node, line, col, kept = root, 1, 1, []
-    for part in loc:
-        if isinstance(part, str) and part in _TAGS and isinstance(node, dict) \
-                and part not in node:
-            continue
-        kept.append(part)
-        found = child(node, part)
-        line, col, node = found if found is not None else (line, col, None)
-    return tuple(kept), line, col
+# The destination and auth kinds: pydantic names the matching one in an error's path
+# (``destinations[1].healthlake.region``).
+_TAGS = frozenset({"fhir", "healthlake", "hl7v2", "hl7v2-ack", "none", "bearer", "basic",
+                   "smart", "sigv4"})
 
 
 def load_destinations(path: Path) -> DestinationsFile:
@@ -249,23 +233,8 @@ def load_destinations(path: Path) -> DestinationsFile:
 
     Raises :class:`ConfigurationError` listing the problems (YAML syntax errors included).
     """
-    try:
-        root = read_yaml(path)
-    except MappingError as exc:
-        raise ConfigurationError(f"{path}: invalid destinations file",
-                                 problems=exc.problems) from None
-    if not isinstance(root, CommentedMap):
-        problem = ErrorLocation(str(path), 1, 1, "", "expected a mapping at the top level")
-        raise ConfigurationError(f"{path}: invalid destinations file", problems=[problem])
-    try:
-        return DestinationsFile.model_validate(plain(root))
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False, include_input=False):
-            loc, line, col = _position(root, tuple(err["loc"]))
-            problems.append(ErrorLocation(str(path), line, col, field_path(loc), err["msg"]))
-        raise ConfigurationError(f"{path}: invalid destinations file",
-                                 problems=problems) from None
+    return load_model(path, DestinationsFile, tags=_TAGS, what="destinations file",
+                      error=ConfigurationError)
 
 
 def resolve_destinations_file(configured: Path | None) -> Path | None:
