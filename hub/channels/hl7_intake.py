@@ -45,6 +45,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from hub.channels.batching import take_batch
 from hub.contracts import Connector
 from hub.errors import DataError
 from hub.hl7v2 import (
@@ -248,26 +249,16 @@ class InboxWriter:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
             # Senders wait for their ACK before sending again, so the messages in flight arrive
             # in the gaps between commits. When the last batch showed concurrent senders, wait
             # a moment (at most ``linger_secs``) until as many have arrived again: one fsync
             # then covers them all (a commit costs milliseconds of fsync; the wait a fraction).
-            expected = self._last_batch if self._last_batch > 1 else 1
-            deadline = time.monotonic() + self.linger_secs
-            while len(batch) < self.max_batch:
-                try:
-                    timeout = deadline - time.monotonic() if len(batch) < expected else 0.0
-                    nxt = (self._queue.get(timeout=timeout) if timeout > 0
-                           else self._queue.get_nowait())
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                batch.append(nxt)
+            batch, stop = take_batch(self._queue, first, self.max_batch,
+                                     expect=max(self._last_batch, 1), linger=self.linger_secs)
             self._last_batch = len(batch)
             self._commit(batch)
+            if stop:
+                return
 
     def _commit(self, batch: list[_Item]) -> None:
         for attempt in range(3):

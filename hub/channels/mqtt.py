@@ -42,6 +42,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from hub.channels.batching import take_batch
 from hub.channels.mqtt_config import MqttFile, Subscription
 from hub.contracts import mqtt_meta
 from hub.errors import ConfigurationError, DataError
@@ -251,17 +252,7 @@ class MqttChannel:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            stop_after = False
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop_after = True
-                    break
-                batch.append(nxt)
+            batch, stop_after = take_batch(self._queue, first, self.max_batch)
             try:
                 self._commit(batch)
             except Exception as exc:  # never let the writer die: the channel would stall
