@@ -162,6 +162,11 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 def _timestamp(now: datetime | None) -> str:
     moment = now if now is not None else datetime.now(UTC)
+    if moment.tzinfo is UTC and moment.year >= 1000:
+        # What strftime below writes for UTC, without its format rewriting (every ACK's MSH-7).
+        # Measured (cachegrind, bench.hl7_cost listener): strftime ~21,000 instructions an ACK.
+        return "%04d%02d%02d%02d%02d%02d+0000" % (  # noqa: UP031
+            moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
     if moment.tzinfo is None:
         raise ValueError("ACK timestamps need a timezone-aware datetime")
     return moment.strftime("%Y%m%d%H%M%S%z")

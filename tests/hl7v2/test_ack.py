@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.hl7v2 import (
     AckCode,
@@ -19,6 +21,7 @@ from hub.hl7v2 import (
     parse_message,
     plan_acks,
 )
+from hub.hl7v2.ack import _timestamp
 
 from .conftest import CORPUS_HL7V2, corpus_files
 
@@ -245,3 +248,17 @@ def test_corpus_ack_messages_read_as_acks() -> None:
     ce = parse_message((CORPUS_HL7V2 / "ipf_pcd01_ack-CE-error.hl7").read_bytes())
     assert (ce.message_type, ce.get("MSA", 1), ce.get("ERR", 3), ce.get("ERR", 4)) == (
         "ACK", "CE", "100", "E")
+
+
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5)),
+                                               timezone(timedelta(hours=-3, minutes=-30))])))
+@settings(max_examples=300, deadline=None)
+def test_timestamp_fast_path_writes_what_strftime_writes(moment: datetime) -> None:
+    # hub.hl7v2.ack._timestamp formats UTC itself (MSH-7 of every ACK); other zones and years
+    # before 1000 go through strftime. Either way the text is strftime's.
+    assert _timestamp(moment) == moment.strftime("%Y%m%d%H%M%S%z")
+
+
+def test_timestamp_needs_a_timezone() -> None:
+    with pytest.raises(ValueError):
+        _timestamp(datetime(2024, 5, 6, 7, 8, 9))
