@@ -114,8 +114,9 @@ def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
         raise DataError("MSH-7 is not a valid date/time", location=f"{prefix}MSH-7") from None
     pid = msg.segment("PID")
     texts = (msh.raw(3), msh.raw(4), pid.raw(3) if pid is not None else "")
+    esc = msg.encoding.escape
     header: _Header = (
-        _header(msg, maps, sender) if any(msg.encoding.escape in t for t in texts)
+        _header(msg, maps, sender) if esc in texts[0] or esc in texts[1] or esc in texts[2]
         else memo(maps, ("header", *texts, pid is None, msg.encoding,
                          sender.name if sender else None), partial(_header, msg, maps, sender)))
     ctx = Context(maps, sender, header.local, zone, msh_time, header.patient, header.gateway,
