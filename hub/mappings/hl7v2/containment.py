@@ -92,6 +92,9 @@ class Context:
     times: dict[tuple[int, tuple[int, ...]], Hl7Time | None] = field(default_factory=dict)
     mds_equipment: dict[tuple[int, int], Identifier] = field(default_factory=dict)
     reports: dict[int, ReportDraft] = field(default_factory=dict)  # OBR group → its report
+    # id(device) → (device, is equipment, gateway to name): oru._metric, once per device object
+    device_roles: dict[int, tuple[Identifier, bool, Identifier | None]] = field(
+        default_factory=dict)
 
 
 def read_rows(msg: Message, ctx: Context, out: Extraction) -> list[Row]:

@@ -308,10 +308,20 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
         raise DataError("no time: OBX-14, OBR-7 and MSH-7 are all empty",
                         location=where(ctx, row, 14))
     device = _equipment_of(row, ctx)
-    is_equipment = device != ctx.sender_ident
-    for ident in (device if is_equipment else None, ctx.gateway):
-        if ident is not None and (rid := device_id(ident)) not in devices:
-            devices[rid] = {"resourceType": "Device", **identified(ident)}
+    # What a device decides is the same for each of its rows: decided once a message, by the
+    # object (the memo hands every row the same Identifier). Identifier's hash and equality
+    # are Python calls; four a row were ~1.5 % of bench.hl7_cost prepare.
+    seen = ctx.device_roles.get(id(device))
+    if seen is None:
+        is_equipment = device != ctx.sender_ident
+        for ident in (device if is_equipment else None, ctx.gateway):
+            if ident is not None and (rid := device_id(ident)) not in devices:
+                devices[rid] = {"resourceType": "Device", **identified(ident)}
+        gateway = ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None
+        ctx.device_roles[id(device)] = (device, is_equipment, gateway)  # device: id() stays its
+    else:
+        _, is_equipment, gateway = seen
+    location = f"{ctx.prefix}OBX[{row.index}]"  # where(ctx, row), without the call
     target = code.target
     # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
     detail = ObservationDetail(
@@ -325,12 +335,12 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
         notes=tuple(row.notes),
         effective_text=when.fhir() if when.precision in ("year", "month", "day") else None,
         device_is_equipment=is_equipment,
-        gateway=ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None,
+        gateway=gateway,
         report=ctx.reports.get(row.group),
     )
     m = Measurement(type="", time=when.when, device=device, values={}, patient=ctx.patient,
                     mapping=target.mapping if target else HL7V2_REF,
-                    location=where(ctx, row), status=status, detail=detail)
+                    location=location, status=status, detail=detail)
     if plan.numeric is not None:
         type_name, spec = plan.numeric
         quantity = _as_quantity(value, ucum, unit_text)
