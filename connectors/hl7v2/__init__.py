@@ -75,10 +75,10 @@ def content_checks(msg: Message) -> None:
     for obx in obxs:
         # Raw text first: a plain "NM" and a plain number need no unescaping or splitting
         # (this runs for every OBX at the door and again in the worker).
-        raw2 = obx.raw(2)
+        # One read of OBX-0..5 instead of two raw() calls (a Python call each).
+        raw2, raw = obx.raw_fields(6)[2::3]
         if raw2 != "NM" and (not raw2 or obx.field(2).strip().upper() not in _NUMERIC):
             continue  # (an empty OBX-2, as on PCD-01 device rows, is not NM either)
-        raw = obx.raw(5)
         if enc.repetition in raw:
             continue  # repeated NM values: the mapping reports them per row
         if enc.component in raw or enc.subcomponent in raw or enc.escape in raw:

@@ -127,3 +127,20 @@ def test_mllp_decoder_never_raises_and_ignores_chunking(
 def test_mllp_framed_payloads_come_back_intact(payloads: list[bytes], cuts: list[int]) -> None:
     stream = b"".join(b"\x0b" + p + b"\x1c\r" for p in payloads)
     assert _decode(stream, cuts, 1000) == [Frame(p) for p in payloads]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(HL7ISH, st.integers(min_value=1, max_value=30))
+@example(HEADER + b"\rOBX|1|NM|x^y^MDC||72", 21)
+def test_raw_fields_reads_what_raw_reads(data: bytes, count: int) -> None:
+    """``Segment.raw_fields`` (the ORU mapping's one read of an OBX) is ``raw`` field by field."""
+    try:
+        msg = parse_message(data)
+    except Hl7ParseError:
+        return
+    for seg in msg.segments:
+        fields = seg.raw_fields(count)
+        assert len(fields) == count
+        assert fields[1:] == [seg.raw(n) for n in range(1, count)]
+        fields[-1] = "changed"  # a copy: the segment is untouched
+        assert seg.raw(count - 1) != "changed"

@@ -142,6 +142,26 @@ def test_equipment_eui64_names_the_device(convert: Converter) -> None:
     assert gateway != obs["device"]["reference"]
 
 
+def test_each_row_names_its_own_device_and_gateway(convert: Converter) -> None:
+    """oru._metric decides a device's role (equipment? gateway named?) once per device in a
+    message: rows alternating between devices still each get their own."""
+    own = "|||||||id^ns^A0B1C2D3E4F50617^EUI-64"
+    gw = "|||||||id^ns^0011223344556677^EUI-64"  # MSH-3's gateway as the row's equipment
+    tails = [own, gw, "", own, gw]
+    rows = [f"OBX|{i}|NM|X{i}^local {i}^L||{70 + i}|/min^^UCUM|||||F{tail}"
+            for i, tail in enumerate(tails, start=1)]
+    result = convert(oru(*rows))
+    assert result.refused is None and not result.errors, (result.refused, result.errors)
+    devices = {f"Device/{d['id']}": d["identifier"][0]["value"] for d in result.of("Device")}
+    seen = {o["code"]["coding"][0]["code"]: (
+        devices[o["device"]["reference"]],
+        [devices[e["valueReference"]["reference"]] for e in o.get("extension", [])])
+        for o in result.of("Observation")}
+    eui, gateway = "A0-B1-C2-D3-E4-F5-06-17", "00-11-22-33-44-55-66-77"
+    assert seen == {"X1": (eui, [gateway]), "X2": (gateway, []), "X3": (gateway, []),
+                    "X4": (eui, [gateway]), "X5": (gateway, [])}
+
+
 def test_time_precedence_and_offsets(convert: Converter) -> None:
     # OBX-14 wins; without an offset it is read at MSH-7's offset (+0100).
     obs = one(convert, "OBX|1|NM|8867-4^HR^LN||72|/min^^UCUM|||||F|||20240105093000",

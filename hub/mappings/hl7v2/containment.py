@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from functools import lru_cache, partial
@@ -35,6 +34,7 @@ SYSID_TYPE = {"coding": [{"system": "http://hl7.org/fhir/uv/phd/CodeSystem/"
 HL7V2_REF = "hl7v2@v1"
 
 
+OBX_FIELDS = 21  # Row.raw: OBX-1..OBX-20, every field the mapping reads
 MISSING: Any = object()  # not in the memo; of a Row's field: not read yet
 MEMO_LIMIT = 50_000  # entries; cleared when full (a sender cycling through ids must not grow it)
 
@@ -70,6 +70,7 @@ class Row:
     obr_time: Hl7Time | None
     path: tuple[int, ...] | None
     device_row: bool  # a containment row: no value type, no value, MDS[.VMD[.CHAN]]
+    raw: list[str]  # OBX-0..OBX-20 as Segment.raw reads them (one copy, not a call a field)
     notes: list[str] = field(default_factory=list)
     code: RowCode | None = None  # OBX-3, read once
     equipment: Identifier | object | None = MISSING  # OBX-18 (equipment_of), read once
@@ -91,6 +92,9 @@ class Context:
     times: dict[tuple[int, tuple[int, ...]], Hl7Time | None] = field(default_factory=dict)
     mds_equipment: dict[tuple[int, int], Identifier] = field(default_factory=dict)
     reports: dict[int, ReportDraft] = field(default_factory=dict)  # OBR group → its report
+    # id(device) → (device, is equipment, gateway to name): oru._metric, once per device object
+    device_roles: dict[int, tuple[Identifier, bool, Identifier | None]] = field(
+        default_factory=dict)
 
 
 def read_rows(msg: Message, ctx: Context, out: Extraction) -> list[Row]:
@@ -109,13 +113,14 @@ def read_rows(msg: Message, ctx: Context, out: Extraction) -> list[Row]:
                                             location=f"{ctx.prefix}OBR[{group}]-7"))
                 obr_time = None
         elif name == "OBX":
-            key = ("path", seg.raw(4), ctx.encoding)
+            raw = seg.raw_fields(OBX_FIELDS)
+            key = ("path", raw[4], ctx.encoding)
             path: tuple[int, ...] | None = ctx.maps.memo.get(key, MISSING)
             if path is MISSING:
                 path = memo(ctx.maps, key, partial(_path, seg))
-            device_row = (path is not None and len(path) <= 3 and not seg.raw(2).strip()
-                          and not seg.raw(5).strip())
-            last = Row(seg, len(rows) + 1, group, obr_time, path, device_row)
+            device_row = (path is not None and len(path) <= 3 and not raw[2].strip()
+                          and not raw[5].strip())
+            last = Row(seg, len(rows) + 1, group, obr_time, path, device_row, raw)
             rows.append(last)
         elif name == "NTE" and last is not None:
             text = "\n".join(r.text for r in seg.repetitions(3)).strip()
@@ -140,7 +145,7 @@ def row_time(row: Row, ctx: Context) -> Hl7Time | None:
     if key in ctx.times:
         return ctx.times[key]
     try:  # most rows leave OBX-14 empty (PCD-01: only the channel's): no accessor then
-        own = parse_dtm(row.seg.component(14, 1), ctx.zone) if row.seg.raw(14) else None
+        own = parse_dtm(row.seg.component(14, 1), ctx.zone) if row.raw[14] else None
     except ValueError:
         raise DataError("OBX-14 is not a valid date/time", location=where(ctx, row, 14)) from None
     if own is None and row.path is not None:
@@ -158,13 +163,17 @@ def device_tree(rows: list[Row], ctx: Context, devices: dict[str, dict[str, Any]
     for row in rows:
         if row.path is None:
             continue
-        found = row.equipment = equipment_of(row.seg, ctx)
+        found = row.equipment = equipment_of(row, ctx)
         if found is not None:
             ctx.mds_equipment.setdefault((row.group, row.path[0]), found)
             ctx.mds_equipment.setdefault((0, row.path[0]), found)
         if row.device_row:
-            with suppress(DataError):  # a bad device-row time only loses the inheritance
-                row_time(row, ctx)  # channel times are inherited by their metrics
+            # try/except, not suppress(): a context manager per device row cost ~0.4 % of
+            # bench.hl7_cost prepare. Channel times are inherited by their metrics.
+            try:  # noqa: SIM105
+                row_time(row, ctx)
+            except DataError:  # a bad device-row time only loses the inheritance
+                pass
     for row in rows:
         if not row.device_row or row.path is None or row.path[-1] == 0:
             continue
@@ -236,28 +245,29 @@ def nth(parts: list[str], m: int) -> str:
     return parts[m - 1].strip() if m <= len(parts) else ""
 
 
-def equipment_of(seg: Segment, ctx: Context) -> Identifier | None:
+def equipment_of(row: Row, ctx: Context) -> Identifier | None:
     """The first repetition of OBX-18 that names equipment (``identifiers.equipment``)."""
-    raw = seg.raw(18)
+    raw = row.raw[18]
     if not raw:
         return None
-
-    def compute() -> Identifier | None:
-        return next((found for rep in seg.repetitions(18)
-                     if (found := equipment(rep)) is not None), None)
-
     # Escapes (\X..\ in the message's charset) are rare; their text is not cached.
     if ctx.encoding.escape in raw:
-        return compute()
+        return _equipment(row.seg)
     key = ("equipment", raw, ctx.encoding)
     found = ctx.maps.memo.get(key, MISSING)
-    return memo(ctx.maps, key, compute) if found is MISSING else found  # type: ignore[no-any-return]
+    return (memo(ctx.maps, key, partial(_equipment, row.seg))  # type: ignore[no-any-return]
+            if found is MISSING else found)
+
+
+def _equipment(seg: Segment) -> Identifier | None:
+    return next((found for rep in seg.repetitions(18)
+                 if (found := equipment(rep)) is not None), None)
 
 
 def row_code(row: Row, ctx: Context) -> RowCode:
     """OBX-3 of ``row``: codings (primary and alternate triplet), text, target."""
     if row.code is None:
-        raw = row.seg.raw(3)
+        raw = row.raw[3]
         if ctx.encoding.escape in raw:
             row.code = _row_code(row.seg, ctx)
         else:

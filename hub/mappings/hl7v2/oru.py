@@ -114,8 +114,9 @@ def extract_oru(msg: Message, maps: Hl7v2Maps, sender: CompiledSender | None,
         raise DataError("MSH-7 is not a valid date/time", location=f"{prefix}MSH-7") from None
     pid = msg.segment("PID")
     texts = (msh.raw(3), msh.raw(4), pid.raw(3) if pid is not None else "")
+    esc = msg.encoding.escape
     header: _Header = (
-        _header(msg, maps, sender) if any(msg.encoding.escape in t for t in texts)
+        _header(msg, maps, sender) if esc in texts[0] or esc in texts[1] or esc in texts[2]
         else memo(maps, ("header", *texts, pid is None, msg.encoding,
                          sender.name if sender else None), partial(_header, msg, maps, sender)))
     ctx = Context(maps, sender, header.local, zone, msh_time, header.patient, header.gateway,
@@ -183,27 +184,25 @@ def _delimited(raw: str, ctx: Context) -> bool:
             or enc.subcomponent in raw)
 
 
-def _field(seg: Segment, n: int, ctx: Context) -> str:
+def _field(row: Row, n: int, ctx: Context) -> str:
     """Field ``n`` as ``Segment.field`` reads it; a field without delimiters or escapes (a
     value type, a status) is its raw text, without the lookup."""
-    raw = seg.raw(n)
-    return seg.field(n) if _delimited(raw, ctx) else raw
+    raw = row.raw[n]
+    return row.seg.field(n) if _delimited(raw, ctx) else raw
 
 
-def _number(seg: Segment, ucum: str | None, unit_text: str | None, ctx: Context
+def _number(raw: str, ucum: str | None, unit_text: str | None, ctx: Context
             ) -> Quantity | None:
-    """OBX-5 of an NM row as ``values.observed_value`` reads it, for the common case of one
-    plain number (None otherwise: the general path decides)."""
-    raw = seg.raw(5)
+    """OBX-5 (``raw``) of an NM row as ``values.observed_value`` reads it, for the common case
+    of one plain number (None otherwise: the general path decides)."""
     if not raw.strip() or _delimited(raw, ctx):
         return None
     comparator, text = split_comparator(raw)
     return Quantity(number(text), ucum, unit_text, comparator)
 
 
-def _unit(seg: Segment, ctx: Context) -> tuple[str | None, str | None]:
-    """OBX-6 → (UCUM code if known, the sender's unit text otherwise)."""
-    raw = seg.raw(6)
+def _unit(seg: Segment, raw: str, ctx: Context) -> tuple[str | None, str | None]:
+    """OBX-6 (``raw``) → (UCUM code if known, the sender's unit text otherwise)."""
     if not raw:
         return None, None
     if ctx.encoding.escape in raw:
@@ -249,9 +248,8 @@ def _plan(row: Row, ctx: Context) -> _Plan:
     reading depends on (delimiters, the local code system, the sender map; the memo belongs
     to one mapping set). A field with an escape sequence is read afresh, as ``row_code`` and
     ``_unit`` do. Measured on bench.hl7_cost prepare: see the commit message."""
-    seg = row.seg
-    raw = seg.raw
-    texts = (raw(2), raw(3), raw(6), raw(11))
+    raw = row.raw
+    texts = (raw[2], raw[3], raw[6], raw[11])
     esc = ctx.encoding.escape
     if esc in texts[0] or esc in texts[1] or esc in texts[2] or esc in texts[3]:
         return _read_plan(row, ctx)
@@ -267,12 +265,12 @@ def _plan(row: Row, ctx: Context) -> _Plan:
 def _read_plan(row: Row, ctx: Context) -> _Plan:
     seg = row.seg
     code = row_code(row, ctx)
-    ucum, unit_text = _unit(seg, ctx)
-    status, absent = RESULT_STATUS.get(_field(seg, 11, ctx).strip().upper(), UNKNOWN_STATUS)
+    ucum, unit_text = _unit(seg, row.raw[6], ctx)
+    status, absent = RESULT_STATUS.get(_field(row, 11, ctx).strip().upper(), UNKNOWN_STATUS)
     target = code.target
     name = target.type if target is not None else None
     spec = ctx.maps.types.get(name) if name else None
-    return _Plan(code, _field(seg, 2, ctx).strip().upper(), ucum, unit_text, status, absent,
+    return _Plan(code, _field(row, 2, ctx).strip().upper(), ucum, unit_text, status, absent,
                  (name, spec) if name and spec is not None
                  and spec.value in ("quantity", "integer") else None)
 
@@ -286,9 +284,10 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
     codings = code.codings
     if not codings:
         raise DataError("OBX-3 observation identifier is missing", location=where(ctx, row, 3))
+    raw = row.raw
     value_type = plan.value_type
-    if not value_type and seg.raw(5).strip():
-        value_type = "CWE" if ctx.component_sep in seg.raw(5) else "ST"
+    if not value_type and raw[5].strip():
+        value_type = "CWE" if ctx.component_sep in raw[5] else "ST"
     if value_type and value_type not in SUPPORTED:
         raise DataError(f"OBX-2 value type {safe_code(value_type)} is not converted "
                         "(supported: NM SN ST TX FT CWE CE CNE DTM DT TS NA MA)",
@@ -296,7 +295,7 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
     ucum, unit_text = plan.ucum, plan.unit_text
     zone = ctx.zone
     try:
-        value = (_number(seg, ucum, unit_text, ctx) if value_type == "NM" else None) or \
+        value = (_number(raw[5], ucum, unit_text, ctx) if value_type == "NM" else None) or \
             observed_value(seg, value_type, ucum, unit_text, zone, ctx.local, ctx.component_sep)
     except Unsupported as exc:
         raise DataError(str(exc), location=where(ctx, row, 5)) from None
@@ -309,29 +308,39 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
         raise DataError("no time: OBX-14, OBR-7 and MSH-7 are all empty",
                         location=where(ctx, row, 14))
     device = _equipment_of(row, ctx)
-    is_equipment = device != ctx.sender_ident
-    for ident in (device if is_equipment else None, ctx.gateway):
-        if ident is not None and (rid := device_id(ident)) not in devices:
-            devices[rid] = {"resourceType": "Device", **identified(ident)}
+    # What a device decides is the same for each of its rows: decided once a message, by the
+    # object (the memo hands every row the same Identifier). Identifier's hash and equality
+    # are Python calls; four a row were ~1.5 % of bench.hl7_cost prepare.
+    seen = ctx.device_roles.get(id(device))
+    if seen is None:
+        is_equipment = device != ctx.sender_ident
+        for ident in (device if is_equipment else None, ctx.gateway):
+            if ident is not None and (rid := device_id(ident)) not in devices:
+                devices[rid] = {"resourceType": "Device", **identified(ident)}
+        gateway = ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None
+        ctx.device_roles[id(device)] = (device, is_equipment, gateway)  # device: id() stays its
+    else:
+        _, is_equipment, gateway = seen
+    location = f"{ctx.prefix}OBX[{row.index}]"  # where(ctx, row), without the call
     target = code.target
-    raw = seg.raw  # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
+    # most OBX leave 7, 8, 17 and 20 empty: skip them without a lookup
     detail = ObservationDetail(
         codings=codings,
         code_text=code.text,
         absent_reason=absent if value is None else None,
-        reference_range=_ranges(seg, ucum, unit_text) if raw(7) else (),
-        interpretation=_interpretations(seg) if raw(8) else (),
-        method=_merged_concept(seg, 17, ctx.local) if raw(17) else None,
-        body_site=_merged_concept(seg, 20, ctx.local) if raw(20) else None,
+        reference_range=_ranges(seg, ucum, unit_text) if raw[7] else (),
+        interpretation=_interpretations(seg) if raw[8] else (),
+        method=_merged_concept(seg, 17, ctx.local) if raw[17] else None,
+        body_site=_merged_concept(seg, 20, ctx.local) if raw[20] else None,
         notes=tuple(row.notes),
         effective_text=when.fhir() if when.precision in ("year", "month", "day") else None,
         device_is_equipment=is_equipment,
-        gateway=ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None,
+        gateway=gateway,
         report=ctx.reports.get(row.group),
     )
     m = Measurement(type="", time=when.when, device=device, values={}, patient=ctx.patient,
                     mapping=target.mapping if target else HL7V2_REF,
-                    location=where(ctx, row), status=status, detail=detail)
+                    location=location, status=status, detail=detail)
     if plan.numeric is not None:
         type_name, spec = plan.numeric
         quantity = _as_quantity(value, ucum, unit_text)
@@ -383,7 +392,7 @@ def _as_quantity(value: ObservedValue | None, ucum: str | None, unit_text: str |
 
 
 def _equipment_of(row: Row, ctx: Context) -> Identifier:
-    found = row.equipment if row.equipment is not MISSING else equipment_of(row.seg, ctx)
+    found = row.equipment if row.equipment is not MISSING else equipment_of(row, ctx)
     return found or mds_identity(row, ctx)  # type: ignore[return-value]
 
 
