@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -61,11 +61,29 @@ SQLITE_PAGE_SIZE = 32768
 SQLITE_CACHE_KIB = 65536
 
 
+def bind_as_is() -> None:
+    """Have Python's ``sqlite3`` bind ``bytes`` and ``None`` without its adapter search.
+
+    It binds int, float, str and bytearray directly, but for any other value (``bytes``, ``None``)
+    it looks for an adapter: a dictionary miss, then ``__adapt__`` on the protocol and
+    ``__conform__`` on the value, each an AttributeError raised and cleared in C. Registered
+    adapters are found at the first lookup: ``bytes`` (returns the very object it is given) and
+    ``{}.get`` (returns None for None), both C callables, so what is bound is unchanged.
+    Measured (cachegrind, executemany of 64-row batches of 1 str, 1 900-byte bytes, 4 None, 1 str):
+    29.1k -> 18.9k instructions a row. Inbox rows carry a body and several NULLs; resource rows
+    often a NULL subject or category. Registering is process-wide and idempotent; these types are
+    not among those whose adaptation would slow every bind (int, float, str, bytearray).
+    """
+    sqlite3.register_adapter(bytes, bytes)
+    sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))
+
+
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = False) -> Engine:
     """An engine with the hub's durability settings applied to every connection."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        bind_as_is()
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False,
