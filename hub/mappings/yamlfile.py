@@ -45,12 +45,7 @@ def child(node: Any, part: int | str) -> tuple[int, int, Any] | None:
 
 def mark(root: Any, loc: tuple[int | str, ...]) -> tuple[int, int]:
     """1-based line/column of the deepest node of ``loc`` that exists in the document."""
-    line, col, node = 1, 1, root
-    for part in loc:
-        found = child(node, part)
-        if found is None:
-            break
-        line, col, node = found
+    _, line, col = _locate(root, loc, frozenset())
     return line, col
 
 
@@ -105,7 +100,7 @@ def validation_problems(path: Path, root: Any, error: ValidationError,
         if _is_alternative(err["loc"]) and err["type"].endswith("_type") and \
                 _base(err["loc"]) in real:
             continue
-        loc, line, col = _locate(root, err["loc"], tags)
+        loc, line, col = _locate(root, tuple(p for p in err["loc"] if not _is_tag(p)), tags)
         problem = ErrorLocation(str(path), line, col, field_path(loc), err["msg"])
         if problem not in problems:
             problems.append(problem)
@@ -114,11 +109,11 @@ def validation_problems(path: Path, root: Any, error: ValidationError,
 
 def _locate(root: Any, loc: tuple[int | str, ...], tags: frozenset[str]
             ) -> tuple[tuple[int | str, ...], int, int]:
-    """``loc`` without validation-step names and absent union tags, and the 1-based
+    """``loc`` without the union ``tags`` the document has no key for, and the 1-based
     line/column of its deepest node that exists in the document."""
     node, line, col, kept = root, 1, 1, []
     for part in loc:
-        if _is_tag(part) or (part in tags and isinstance(node, dict) and part not in node):
+        if part in tags and isinstance(node, dict) and part not in node:
             continue
         kept.append(part)
         found = child(node, part)

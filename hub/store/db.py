@@ -65,8 +65,8 @@ def bind_as_is() -> None:
     """Have Python's ``sqlite3`` bind ``bytes`` and ``None`` without its adapter search.
 
     It binds int, float, str and bytearray directly, but for any other value (``bytes``, ``None``)
-    it looks for an adapter: a dictionary miss, then ``__adapt__`` on the protocol and
-    ``__conform__`` on the value, each an AttributeError raised and cleared in C. Registered
+    it looks for an adapter: a registry miss, then ``__adapt__`` on the protocol (an
+    AttributeError raised and cleared in C) and ``__conform__`` on the value. Registered
     adapters are found at the first lookup: ``bytes`` (returns the very object it is given) and
     ``{}.get`` (returns None for None), both C callables, so what is bound is unchanged.
     Measured (cachegrind, executemany of 64-row batches of 1 str, 1 900-byte bytes, 4 None, 1 str):
