@@ -36,7 +36,7 @@ from hub.identity import IdentityResolver
 from hub.pipeline import Pipeline
 from hub.staging import Prepared
 from hub.store import inbox
-from hub.store.db import write_tx
+from hub.store.db import write_tx, writer_gap
 
 log = logging.getLogger("hub.worker")
 
@@ -132,6 +132,8 @@ class PreparePool:
         self.depth = procs * tasks_per_proc
         self.tasks: deque[_Task] = deque()
         self.held: set[str] = set()  # message ids handed out, not yet committed or dropped
+        # This side commits back to back (the preparing is elsewhere): leave other writers a gap.
+        self.gap = writer_gap(engine)
         self.executor = self._executor()
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -225,7 +227,7 @@ class PreparePool:
     def _commit(self, batch: list[Prepared]) -> int:
         resolver = IdentityResolver(self.pipeline.identity_cache)
         try:
-            with write_tx(self.engine) as conn:
+            with write_tx(self.engine, self.gap) as conn:
                 taken = inbox.take(conn, [p.message_id for p in batch])
 
                 def raw_of(message_id: str) -> RawMessage:

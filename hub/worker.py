@@ -13,17 +13,12 @@ from sqlalchemy.exc import OperationalError
 from hub.mappings.live import LiveMappings
 from hub.pipeline import Pipeline
 from hub.prepare_pool import PreparePool
-from hub.store.db import is_transient
+from hub.store.db import is_transient, writer_gap
 
 log = logging.getLogger("hub.worker")
 
 _GC_GEN0_THRESHOLD = 10_000
 _gc_tuned = False
-# After a batch on SQLite, the worker waits this long before taking the write lock again, so a
-# POST waiting for the lock (polling at most 4 ms apart, hub.store.db.begin_immediate) gets it:
-# without the gap the worker re-took the lock within microseconds of committing. Costs ~2 % of a
-# 0.25 s batch.
-SQLITE_YIELD_SECS = 0.005
 
 
 def tune_gc() -> None:
@@ -77,7 +72,9 @@ def run_worker(
     this loop committed: how several workers shared a backlog is visible per process.
     """
     tune_gc()
-    yield_secs = SQLITE_YIELD_SECS if engine.dialect.name == "sqlite" else 0.0
+    # Its transactions start no sooner than SQLite's writer gap after the last one ended, so a
+    # POST or the MLLP listener waiting for the lock gets it (hub.store.db.WriterGap).
+    gap = writer_gap(engine)
     next_reload = time.monotonic() + reload_secs
     next_rules = time.monotonic()
     backoff = poll_secs
@@ -96,7 +93,7 @@ def run_worker(
             if pool is not None:
                 done = pool.step(wait=poll_secs)
             else:
-                done = pipeline.run_batch(engine, batch)
+                done = pipeline.run_batch(engine, batch, gap=gap)
             total += done
             backoff = poll_secs
         except Exception as exc:
@@ -109,10 +106,7 @@ def run_worker(
             stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
             continue
-        if done == 0:
-            if pool is None or not pool.tasks:  # (the pool waited for its work already)
-                stop.wait(poll_secs)
-        elif yield_secs:
-            stop.wait(yield_secs)
+        if done == 0 and (pool is None or not pool.tasks):  # (the pool waited for its work)
+            stop.wait(poll_secs)
     log.info("worker loop stopped; %d messages processed", total)
     return total

@@ -31,7 +31,7 @@ from hub.registry import ConnectorRegistry
 from hub.rules import NoRules, RulesStage
 from hub.staging import IdentityKey, NeedsLock, Prepared, StagedResolver
 from hub.store import dead_letters, inbox, outbox, quarantine, registry, resources, search
-from hub.store.db import is_postgres, is_transient, write_tx
+from hub.store.db import WriterGap, is_postgres, is_transient, write_tx
 from hub.store.dialect import DriverSavepoint
 from hub.store.sampled import SampledGroups
 from hub.sync.routing import OutboxRouter
@@ -346,7 +346,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ a batch, in process
 
-    def run_batch(self, engine: Engine, limit: int, only: list[str] | None = None) -> int:
+    def run_batch(self, engine: Engine, limit: int, only: list[str] | None = None,
+                  gap: WriterGap | None = None) -> int:
         """Claim up to ``limit`` received messages, prepare (stopping early after
         ``batch_seconds``: the others stay received) and commit them; returns how many were
         processed. On SQLite the prepare phase holds no lock: the messages are read, prepared,
@@ -354,12 +355,13 @@ class Pipeline:
 
         ``only`` restricts the claim to those message ids (a synchronous FHIR write processes
         its own message, not whatever backlog is ahead of it); 0 means none of them was free.
+        ``gap``: the write transaction waits for it (a worker's loop; see ``WriterGap``).
         """
         resolver = IdentityResolver(self.identity_cache, self.identity_modes)
         size = min(limit, self._next_claim or limit)
         try:
             if is_postgres(engine):
-                with write_tx(engine) as conn:
+                with write_tx(engine, gap) as conn:
                     claimed = inbox.claim(conn, size, only)
                     raws = {raw.id: raw for raw in claimed}
                     prepared = self._prepare_all(conn, claimed)
@@ -370,7 +372,7 @@ class Pipeline:
                     raws = {raw.id: raw for raw in claimed}
                     prepared = self._prepare_all(conn, claimed)
                     conn.rollback()
-                with write_tx(engine) as conn:
+                with write_tx(engine, gap) as conn:
                     taken = inbox.take(conn, [p.message_id for p in prepared])
                     outcomes = self.commit(conn, [p for p in prepared if p.message_id in taken],
                                            _reader(conn, raws), resolver)

@@ -121,8 +121,10 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", echo: bool = Fals
 
 
 SQLITE_LOCK_WAIT_SECS = 30.0
-SQLITE_LOCK_POLL_SECS = (0.001, 0.004)  # first and longest pause; the longest stays below the
-# worker's gap between batches (hub.worker.SQLITE_YIELD_SECS), so a waiting writer cannot miss it
+SQLITE_LOCK_POLL_SECS = (0.001, 0.004)  # first and longest pause; the longest stays below a
+# busy writer's gap between transactions (WriterGap, SQLITE_WRITER_GAP_SECS), so a waiting
+# writer cannot miss it
+SQLITE_WRITER_GAP_SECS = 0.005
 
 
 def begin_immediate(dbapi_conn: Any) -> None:
@@ -132,9 +134,9 @@ def begin_immediate(dbapi_conn: Any) -> None:
     writer queued behind the worker (which commits a batch and takes the lock again at once) only
     got in when one of its sparse wake-ups hit the gap between two batches: POSTs waited through
     several batches (measured in bench.ingest: POST p99 1.8-2.6 s behind 0.25 s batches).
-    Polling at most 4 ms apart finds the lock inside the 5 ms gap the worker leaves after each
-    batch (``hub.worker``), and costs a waiting thread ~250 tries a second. Statements inside the
-    transaction keep the normal 30 s busy timeout.
+    Polling at most 4 ms apart finds the lock inside the 5 ms gap a busy writer leaves between
+    its transactions (``WriterGap``), and costs a waiting thread ~250 tries a second.
+    Statements inside the transaction keep the normal 30 s busy timeout.
     """
     dbapi_conn.execute("PRAGMA busy_timeout=0")
     try:
@@ -153,13 +155,51 @@ def begin_immediate(dbapi_conn: Any) -> None:
         dbapi_conn.execute("PRAGMA busy_timeout=30000")
 
 
+class WriterGap:
+    """Leaves SQLite's write lock free for at least ``secs`` between one busy writer's
+    transactions (``write_tx(engine, gap)``), so that other writers, polling for the lock at
+    most 4 ms apart (``begin_immediate``), get it.
+
+    A writer that commits back to back (the worker committing what its preparing processes
+    hand it) re-took the lock within microseconds of committing and starved the intake (bench
+    POST p99 2.0-3.9 s, 0.64-0.72 s with a 5 ms gap). A writer whose own work between two
+    transactions already takes that long (the worker preparing a batch of HL7v2 messages
+    without the lock: ~20 ms) waits nothing: the gap it used to add after every batch cost
+    HL7v2 end to end 15-30 % (bench.hl7_mllp, 1,503-1,633 msg/s against 1,709-2,191).
+    """
+
+    def __init__(self, secs: float) -> None:
+        self.secs = secs
+        self._last = float("-inf")
+
+    def wait(self) -> None:
+        pause = self._last + self.secs - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+
+    def committed(self) -> None:
+        self._last = time.monotonic()
+
+
+def writer_gap(engine: Engine) -> WriterGap:
+    """The gap a busy writer leaves on this engine: none on PostgreSQL (row locks)."""
+    return WriterGap(SQLITE_WRITER_GAP_SECS if engine.dialect.name == "sqlite" else 0.0)
+
+
 @contextmanager
-def write_tx(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: on SQLite it holds the database write lock from its first statement."""
-    with engine.connect() as conn:
-        conn.execution_options(hub_write=True)
-        with conn.begin():
-            yield conn
+def write_tx(engine: Engine, gap: WriterGap | None = None) -> Iterator[Connection]:
+    """A write transaction: on SQLite it holds the database write lock from its first statement.
+    With ``gap``, it starts no sooner than ``gap.secs`` after the last one that used it ended."""
+    if gap is not None:
+        gap.wait()
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(hub_write=True)
+            with conn.begin():
+                yield conn
+    finally:
+        if gap is not None:
+            gap.committed()
 
 
 def is_transient(error: BaseException, engine: Engine) -> bool:
