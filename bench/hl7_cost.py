@@ -15,8 +15,9 @@ CPU time on a shared machine do not).
   decoder's ``feed``, ``examine`` (tokenize, door checks, ACK), the group-commit write of
   batches of 8 (as 8 senders give: dedupe lookup, inbox insert, commit) and framing the ACK.
 - **prepare** / **commit**: ``Pipeline.prepare`` under the registry epoch, and
-  ``Pipeline.commit`` of 64 messages a transaction, as ``bench.phases --workload hl7`` runs
-  them (the monitor's device tree registered by a first message, as in a running worker).
+  ``Pipeline.commit`` of ``--commit-messages`` a transaction (default: as many as
+  ``hub worker`` claims, ``HUB_WORKER_BATCH``), as ``bench.phases --workload hl7`` runs them
+  (the monitor's device tree registered by a first message, as in a running worker).
 
 SQLite in a temporary directory; the FHIR written is checked (2 Observations a message).
 """
@@ -60,7 +61,7 @@ def listener(hub: Hub, bodies: list[bytes], count: int) -> None:
             frame(stored.reply)
 
 
-def worker(hub: Hub, bodies: list[bytes], count: int, step: str) -> None:
+def worker(hub: Hub, bodies: list[bytes], count: int, step: str, per_commit: int) -> None:
     for body in bodies:
         inbox.receive(hub.engine, source=SOURCE, channel="mllp", content_type=HL7_CONTENT_TYPE,
                       body=body)
@@ -76,10 +77,10 @@ def worker(hub: Hub, bodies: list[bytes], count: int, step: str) -> None:
         conn.rollback()
     if step == "prepare":
         return
-    for start in range(0, count, 64):
+    for start in range(0, count, per_commit):
         resolver = IdentityResolver(hub.pipeline.identity_cache)
         with write_tx(hub.engine) as conn:
-            hub.pipeline.commit(conn, prepared[start:min(start + 64, count)],
+            hub.pipeline.commit(conn, prepared[start:min(start + per_commit, count)],
                                 raws.__getitem__, resolver)
         resolver.committed()
     if hl7_observations(hub.engine) != 2 * (count + 1):
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("step", choices=["listener", "prepare", "commit"])
     parser.add_argument("count", type=int)
     parser.add_argument("--setup", type=int, default=800)
+    parser.add_argument("--commit-messages", type=int, default=Settings().worker_batch)
     args = parser.parse_args()
     if args.count > args.setup:
         raise SystemExit("count > --setup")
@@ -106,7 +108,7 @@ def main() -> None:
         if args.step == "listener":
             listener(hub, bodies, args.count)
         else:
-            worker(hub, bodies, args.count, args.step)
+            worker(hub, bodies, args.count, args.step, args.commit_messages)
         cpu = time.process_time() - cpu
         hub.engine.dispose()
     print(f"{args.step} {args.count}: {cpu * 1e6 / max(args.count, 1):.1f} us CPU a message "

@@ -14,9 +14,10 @@ prints the top functions of that phase (cProfile inflates times: read shares, no
 
 ``--workload hl7``: the PCD-01 ORUs of ``bench.hl7_mllp`` (6 OBX: a device tree, a BP panel and
 a heart rate each) as the MLLP listener stores them, committed ``--commit-messages`` at a time
-(``hub worker`` claims 64), after the first one is processed (the monitor's device tree
-registered, as in a running worker); figures are CPU per message. The messages the commit
-processed whole under the lock are counted, and prepare's reasons for sending them there.
+(as many as ``hub worker`` claims: ``HUB_WORKER_BATCH``), after the first one is processed
+(the monitor's device tree registered, as in a running worker); figures are CPU per message.
+The messages the commit processed whole under the lock are counted, and prepare's reasons for
+sending them there.
 Last line JSON.
 """
 
@@ -146,13 +147,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4_000, help="hl7: ORUs")
     parser.add_argument("--commit-rows", type=int, default=10_000)
     parser.add_argument("--commit-messages", type=int, default=None,
-                        help="messages per commit instead of --commit-rows (hl7: 64)")
+                        help="messages per commit instead of --commit-rows (hl7: HUB_WORKER_BATCH)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", choices=["prepare", "commit"], default=None)
     args = parser.parse_args()
     tune_gc()  # as the worker and its preparing processes do
     if args.commit_messages is None:
-        args.commit_messages = 64 if args.workload == "hl7" else 0
+        args.commit_messages = Settings().worker_batch if args.workload == "hl7" else 0
     args.fallbacks = {}
     bodies = (make_bodies(args.readings, args.batch, 200) if args.workload == "hub"
               else [(m, 1) for m in hl7_messages(args.messages)])
