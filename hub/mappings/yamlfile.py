@@ -6,6 +6,7 @@ so an analyst fixes a file in one pass rather than one error per run.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,14 +140,30 @@ def _base(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(loc)
 
 
+@cache
+def union_tags(model: type[BaseModel]) -> frozenset[str]:
+    """The member names of every discriminated union in ``model`` (``threshold``, ``smart``...),
+    read from its pydantic core schema, so that a new member needs no list kept beside it."""
+    found: set[str] = set()
+    todo: list[Any] = [model.__pydantic_core_schema__]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "tagged-union":
+                found.update(k for k in node["choices"] if isinstance(k, str))
+            todo.extend(node.values())
+        elif isinstance(node, list | tuple):
+            todo.extend(node)
+    return frozenset(found)
+
+
 def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None,
-               tags: frozenset[str] = frozenset(), what: str | None = None,
-               error: type[ConfigurationError] = MappingError) -> M:
+               what: str | None = None, error: type[ConfigurationError] = MappingError) -> M:
     """Read ``path`` and validate it as ``model``; every problem is reported at once.
 
     Raises ``error`` ("<path>: invalid <what>", default the model's name) listing the problems
-    as file:line:column and field, YAML syntax errors included; ``tags`` as in
-    :func:`validation_problems`.
+    as file:line:column and field, YAML syntax errors included; a problem inside a member of a
+    discriminated union points at the field, not at the member's name (:func:`union_tags`).
     """
     title = f"{path}: invalid {what or model.__name__}"
     try:
@@ -161,4 +178,5 @@ def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = N
     try:
         return model.model_validate(plain(root), context=context)
     except ValidationError as exc:
-        raise error(title, problems=validation_problems(path, root, exc, tags)) from None
+        raise error(title, problems=validation_problems(path, root, exc, union_tags(model))
+                    ) from None

@@ -31,11 +31,6 @@ DEFAULT_CARE_TEAM = Recipient(display="Remote monitoring care team")
 SCENARIO_SUFFIX = ".scenario.yaml"
 
 
-# The rule kinds: pydantic names the matching one in an error's path (``rules[0].threshold.any``).
-KIND_TAGS = frozenset({"threshold", "weight-gain", "baseline", "silence", "days-with-data",
-                       "cgm-summary", "news2", "medication-adherence"})
-
-
 def _at(path: Path, loc: tuple[int | str, ...], problem: str) -> ErrorLocation:
     """A cross-file problem, positioned (re-reads the file: only done when there is one)."""
     line, col = mark(read_yaml(path), loc)
@@ -179,7 +174,7 @@ def load_program(folder: Path) -> Program:
     loaded: list[tuple[Path, RulesFile]] = []
     for path in rule_files(folder):
         try:
-            loaded.append((path, load_model(path, RulesFile, tags=KIND_TAGS, what="rules file")))
+            loaded.append((path, load_model(path, RulesFile, what="rules file")))
         except MappingError as exc:
             problems.extend(exc.problems or [ErrorLocation(str(path), None, None, "", exc.message)])
     measures: dict[str, Measure] = {}
