@@ -67,13 +67,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     inline_worker: bool = Field(True, description="hub serve also processes the inbox")
-    # A SQLite commit rewrites, whole, every 32 KiB page it touched, and the resource ids are
-    # random, so a commit of few rows writes about a page a row: 64 HL7v2 messages (~4 rows each)
-    # a commit spent more of the worker's time in WAL writes than in mapping. 512: worker CPU
-    # ~405 -> ~305 µs a message, bench.hl7_mllp 2,149-2,227 -> 2,989-3,311 msg/s. Large messages
-    # (500 canonical readings) stop a batch at batch_seconds of work first, so this changes
-    # nothing for them (make bench: same figures on both backends); a claim also stops at
-    # hub.store.inbox.CLAIM_BYTES of bodies.
+    # A SQLite commit rewrites, whole, every page it touched, and the resource ids are random,
+    # so a commit of few rows writes about a page a row (32 KiB pages when this was measured):
+    # 64 HL7v2 messages (~4 rows each) a commit spent more of the worker's time in WAL writes
+    # than in mapping. 512: worker CPU ~405 -> ~305 µs a message, bench.hl7_mllp 2,149-2,227 ->
+    # 2,989-3,311 msg/s. Large messages (500 canonical readings) stop a batch at batch_seconds of
+    # work first, so this changes nothing for them (make bench: same figures on both backends);
+    # a claim also stops at hub.store.inbox.CLAIM_BYTES of bodies.
     worker_batch: int = Field(512, ge=1, description="inbound messages claimed per worker "
                               "transaction, at most (a batch also commits after 0.25 s of work)")
     worker_poll_secs: float = Field(0.05, description="idle wait between empty inbox polls")

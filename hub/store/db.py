@@ -47,17 +47,23 @@ def normalize_url(url: str) -> str:
     return url
 
 
-# Measured, the worker's resource write + commit of 150,000 Observations in commits of 10,000
-# rows (this process's CPU per row, best of 3; the other pragmas as below): 4 KiB pages 44.7 µs,
-# 16 KiB 31.5 µs, 32 KiB 27.7 µs, 64 KiB 26.8 µs (but a WAL twice as large). Each commit writes
-# every index page it touched (the resource ids are random, so most of the primary key's), and
-# the cost goes by pages more than by bytes. A small commit (one 1 KB inbox message) wrote 26 KB
-# with 4 KiB pages and 137 KB with 32 KiB, at the same CPU and wall time (the fsync dominates).
+# The page size is chosen for a database that has grown, not for an empty one. Two of the
+# resource table's indexes have random keys (the ids, message_id), so once an index has more
+# pages than a commit has rows, a commit rewrites about one whole page per row and index.
+# Measured with sqlite3 alone on this schema (1 KB rows, WAL, synchronous=FULL, the cache below;
+# CPU per row of the insert and commit, median of 5): on a 1,000,000-row table, commits of 2,048
+# rows (512 HL7v2 messages) 4 KiB 38.5 µs, 8 KiB 33.4, 16 KiB 48.9, 32 KiB 65.3; of 10,000 rows
+# 32.8, 31.5, 37.8, 45.4 µs (docs/performance.md, "the page size on a large database"). On a
+# fresh database 32 KiB was a little cheaper (bench.phases commit 11.1 vs 12.3 µs a reading), and
+# end to end the two were within run-to-run noise (make bench 35,423-35,590 vs 36,626-36,705
+# readings/s; bench.hl7_mllp 3,108-3,247 vs 2,901-3,156 msg/s, the MLLP listener's small commits
+# ~10 µs a message cheaper with 8 KiB). Before, 32 KiB was chosen on a fresh database alone (4 KiB
+# 44.7 µs a row, 16 KiB 31.5, 32 KiB 27.7, 64 KiB 26.8, commits of 10,000 rows, older code).
 # It applies when a database is created; an existing one keeps its page size until VACUUM.
-SQLITE_PAGE_SIZE = 32768
+SQLITE_PAGE_SIZE = 8192
 # SQLite's default cache (2 MB) could not hold the pages a 10,000-row commit dirties: it spilled
 # them to the WAL mid-transaction and read evicted index pages back (py-spy: pwrite/pread 47 %
-# of the committing worker). 64 MiB: 49.5 → 39.9 µs a row in the measurement above (4 KiB pages).
+# of the committing worker). 64 MiB: 49.5 → 39.9 µs a row (4 KiB pages, commits of 10,000 rows).
 SQLITE_CACHE_KIB = 65536
 
 
