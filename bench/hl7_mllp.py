@@ -22,8 +22,9 @@ Baselines, measured in this same run on the same bytes (single process, parse on
 hl7apy ``parse_message`` and python-hl7 ``hl7.parse`` (bench/hl7_parse.py), the hub's tokenizer.
 
 The CPU time of each hub process (a worker's with its preparing processes) per message is
-printed too: wall-clock rates move with other jobs on a shared machine, CPU per message much
-less. (``phases``: the worker's includes its start-up, about 1 s of CPU.)
+printed too, and the senders' (this process, until the last ACK: they share the 2 cores):
+wall-clock rates move with other jobs on a shared machine, CPU per message much less.
+(``phases``: the worker's includes its start-up, about 1 s of CPU.)
 
 The last line printed is one JSON object with every figure.
 """
@@ -170,7 +171,9 @@ def run(count: int, connections: int, topology: str, prepare_procs: int) -> dict
         with hub_processes(url, port, listener, prepare_procs) as procs:
             before = [cpu_seconds(p.pid) for p in procs]
             start = time.perf_counter()
+            senders = time.process_time()
             acks = asyncio.run(send_all(port, payloads, connections))
+            cpu["senders"] = time.process_time() - senders
             acked = time.perf_counter()
             if any(b"MSA|AA|" not in a for a in acks):
                 raise SystemExit("a message was not answered AA")
@@ -222,7 +225,7 @@ def main() -> None:
     if "worker_msg_per_s" in figures:
         print(f"  worker alone:             {figures['worker_msg_per_s']:10,.0f} msg/s")
     print(f"  end to end (Observations): {e2e:9,.0f} msg/s  ({2 * e2e:,.0f} Observations/s)")
-    for name in ("listener", "worker"):
+    for name in ("listener", "worker", "senders"):
         if f"{name}_cpu_us_per_msg" in figures:
             print(f"  {name + ' CPU':26s} {figures[f'{name}_cpu_us_per_msg']:10,.0f} us/msg")
     for name, label in (("hl7apy_parse_us", "hl7apy 1.3.5 parse only"),
