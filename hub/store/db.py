@@ -183,7 +183,7 @@ class WriterGap:
         if pause > 0:
             time.sleep(pause)
 
-    def committed(self) -> None:
+    def ended(self) -> None:
         self._last = time.monotonic()
 
 
@@ -205,7 +205,7 @@ def write_tx(engine: Engine, gap: WriterGap | None = None) -> Iterator[Connectio
                 yield conn
     finally:
         if gap is not None:
-            gap.committed()
+            gap.ended()
 
 
 def is_transient(error: BaseException, engine: Engine) -> bool:

@@ -215,19 +215,15 @@ def claim(conn: Connection, limit: int, only: list[str] | None = None, *, lock: 
             rows += cursor.fetchall()
         if len(parts) > 1:  # (the oldest of all the parts: a long ``only`` is read in parts)
             rows = sorted(rows, key=lambda row: row[-1])[:limit]
-        size = 0
-        for count, row in enumerate(rows):
-            size += row[3] or 0
-            if count and size > max_bytes:
-                rows = rows[:count]
-                break
-        found: dict[str, bytes] = {}
-        for start in range(0, len(rows), _IDS_PER_STATEMENT):
-            ids = [row[0] for row in rows[start:start + _IDS_PER_STATEMENT]]
-            cursor.execute(_BODIES.format(marks=", ".join([mark] * len(ids))), ids)
-            found.update(cursor.fetchall())
+    size = 0
+    for count, row in enumerate(rows):
+        size += row[3] or 0
+        if count and size > max_bytes:
+            rows = rows[:count]
+            break
+    found = bodies(conn, [row[0] for row in rows])
     read = time_reader(T.c.received_at.type, conn.dialect)
-    return [RawMessage(mid, source, content_type, bytes(found[mid]), as_utc(read(at)) or utcnow(),
+    return [RawMessage(mid, source, content_type, found[mid], as_utc(read(at)) or utcnow(),
                        traceparent, _meta(meta))
             for mid, source, content_type, _size, at, traceparent, meta, _ in rows]
 
@@ -279,11 +275,15 @@ def take(conn: Connection, message_ids: list[str]) -> set[str]:
 
 
 def bodies(conn: Connection, message_ids: list[str]) -> dict[str, bytes]:
-    """The bodies of these messages, by id."""
-    if not message_ids:
-        return {}
-    rows = conn.execute(select(T.c.id, T.c.body).where(T.c.id.in_(message_ids))).all()
-    return {r.id: bytes(r.body) for r in rows}
+    """The bodies of these messages, by id (through the driver's cursor, as ``claim``)."""
+    mark = MARK[conn.dialect.name]
+    found: dict[str, bytes] = {}
+    with driver_cursor(conn, "inbox bodies") as cursor:
+        for start in range(0, len(message_ids), _IDS_PER_STATEMENT):
+            ids = message_ids[start:start + _IDS_PER_STATEMENT]
+            cursor.execute(_BODIES.format(marks=", ".join([mark] * len(ids))), ids)
+            found.update((mid, bytes(body)) for mid, body in cursor.fetchall())
+    return found
 
 
 def finish(

@@ -34,7 +34,7 @@ SYSID_TYPE = {"coding": [{"system": "http://hl7.org/fhir/uv/phd/CodeSystem/"
 HL7V2_REF = "hl7v2@v1"
 
 
-OBX_FIELDS = 21  # Row.raw: OBX-1..OBX-20, every field the mapping reads
+OBX_FIELDS = 21  # Row.raw: OBX-0 (the name)..OBX-20, every field the mapping reads
 MISSING: Any = object()  # not in the memo; of a Row's field: not read yet
 MEMO_LIMIT = 50_000  # entries; cleared when full (a sender cycling through ids must not grow it)
 

@@ -318,7 +318,8 @@ def _metric(row: Row, ctx: Context, slots: list[Measurement | None],
             if ident is not None and (rid := device_id(ident)) not in devices:
                 devices[rid] = {"resourceType": "Device", **identified(ident)}
         gateway = ctx.gateway if ctx.gateway is not None and ctx.gateway != device else None
-        ctx.device_roles[id(device)] = (device, is_equipment, gateway)  # device: id() stays its
+        # (the entry holds the device, so its id() cannot be reused within the message)
+        ctx.device_roles[id(device)] = (device, is_equipment, gateway)
     else:
         _, is_equipment, gateway = seen
     location = f"{ctx.prefix}OBX[{row.index}]"  # where(ctx, row), without the call
