@@ -184,7 +184,7 @@ def _write(engine: Engine, items: list[_Item], window: float) -> list[Stored]:
             if hit is not None:
                 results.append(hit)
                 continue
-            message_id = str(uuid.uuid4())
+            message_id = inbox.new_message_id()
             row = {"id": message_id, "source": SOURCE, "channel": it.channel,
                    "content_type": CONTENT_TYPE, "body": it.body, "dedupe_key": keys[0],
                    "status": it.door.status, "error": it.door.error, "client": it.client,

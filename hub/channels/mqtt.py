@@ -34,7 +34,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -167,7 +166,7 @@ def write_batch(engine: Engine, batch: list[_Pending]) -> list[tuple[str, bool]]
             if ident in found:
                 results.append((found[ident], True))
                 continue
-            message_id = str(uuid.uuid4())
+            message_id = inbox.new_message_id()
             found[ident] = message_id  # a twin later in this batch is a duplicate
             rows.append({"id": message_id, "source": p.door.source, "channel": CHANNEL,
                          "content_type": p.door.content_type, "body": p.delivery.payload,

@@ -8,7 +8,6 @@ inbox (a run repeated with ``--restart``) is not stored again.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +89,7 @@ def commit(engine: Engine, checkpoint: Checkpoint, rows: list[dict[str, Any]], *
             if twin is not None:
                 stored.append(Stored(twin.receipt.message_id, True))
                 continue
-            row["id"] = str(uuid.uuid4())
+            row["id"] = inbox.new_message_id()
             new.append(row)
             stored.append(Stored(row["id"], False))
         inbox.insert_many(conn, new)

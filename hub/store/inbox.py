@@ -9,13 +9,13 @@ holds the database write lock (``db.write_tx`` begins IMMEDIATE).
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
+import uuid_utils
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -48,6 +48,21 @@ def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
+def new_message_id() -> str:
+    """A new inbound message id: a UUIDv7 (RFC 9562 §5.7), whose first 48 bits are the Unix
+    time in milliseconds and the rest random.
+
+    Time-ordered, unlike UUIDv4, so the B-tree indexes keyed by message id
+    (``inbound_message.id``, ``resource.message_id``, the dead letters') take each new id at
+    their right edge instead of on a random page. With UUIDv4 one 512-message HL7v2 commit
+    rewrote 227 pages of ``ix_resource_message_id`` alone, of the 1,483 it wrote (a database
+    of 20,000 messages; ``python -m bench.commit_pages``). ``uuid_utils`` (Rust) makes one in
+    ~0.2 us, ``uuid.uuid4`` ~1.9 us (an os.urandom system call each). Ids stay opaque to
+    clients: nothing reads the time back out of them.
+    """
+    return str(uuid_utils.uuid7())
+
+
 def receive(
     engine: Engine,
     *,
@@ -74,7 +89,7 @@ def receive(
     existing = find_by_dedupe(engine, source, key)
     if existing is not None:
         return existing
-    message_id = str(uuid.uuid4())
+    message_id = new_message_id()
     row = {
         "id": message_id, "source": source, "channel": channel, "received_at": utcnow(),
         "content_type": content_type, "body": body, "sha256": digest, "dedupe_key": key,
@@ -154,9 +169,8 @@ def insert_many(conn: Connection, rows: list[dict[str, Any]]) -> None:
     values: list[list[Any]] = []
     bind = time_writer(T.c.received_at.type, conn.dialect)
     for row in rows:
-        # Only what is missing is made (a uuid4 is an os.urandom system call).
         if "id" not in row:
-            row["id"] = str(uuid.uuid4())
+            row["id"] = new_message_id()
         row.setdefault("received_at", now)
         if "sha256" not in row:
             row["sha256"] = body_hash(row["body"])
