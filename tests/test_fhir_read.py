@@ -187,7 +187,8 @@ def test_search_by_code_in_all_token_forms_and_secondary_codings(
     ingest(hub, client, key, body)
     unsystematic = {
         "resourceType": "Observation", "id": "local-code", "status": "final",
-        "code": {"coding": [{"code": "8867-4"}, {"system": "urn:local", "code": "hr"}]},
+        "code": {"coding": [{"code": "8867-4"}, {"system": "urn:local", "code": "hr"},
+                            {"system": "urn:other-local", "code": "pulse"}]},
         "effectiveDateTime": "2026-11-20T10:00:00Z",
     }
     assert client.put("/fhir/Observation/local-code", json=unsystematic,
@@ -195,11 +196,14 @@ def test_search_by_code_in_all_token_forms_and_secondary_codings(
     assert search(client, key, "Observation?code=8867-4")["total"] == 3
     assert search(client, key, f"Observation?code={LOINC}|8867-4")["total"] == 2
     assert ids(search(client, key, "Observation?code=|8867-4")) == ["local-code"]
-    # the pulse-oximetry coding is the second coding: found through resource_token
+    # the pulse-oximetry coding is the second coding (the second_code column); a third coding
+    # is found through resource_token
     assert search(client, key, f"Observation?code={LOINC}|59408-5")["total"] == 1
     assert search(client, key, "Observation?code=59408-5")["total"] == 1
     assert ids(search(client, key, "Observation?code=urn:local|hr")) == ["local-code"]
     assert search(client, key, "Observation?code=|hr")["total"] == 0
+    assert ids(search(client, key, "Observation?code=urn:other-local|pulse")) == ["local-code"]
+    assert search(client, key, "Observation?code=pulse,59408-5")["total"] == 2
     assert search(client, key, f"Observation?code={LOINC}|2708-6,urn:local|hr")["total"] == 2
     assert search(client, key, "Observation?code=urn:other|8867-4")["total"] == 0
     outcome = search(client, key, f"Observation?code={LOINC}|", status=400)

@@ -16,19 +16,32 @@ from hub.store.db import write_tx
 from hub.store.models import Resource, ResourceToken
 
 MDC = "urn:iso:std:iso:11073:10101"
+LOCAL = "urn:example:local-codes"
 
 
 def observation(second_code: str, value: int = 72) -> dict[str, Any]:
+    """Three codings: the second is stored in the row (second_code), the third as a token."""
     return {"resourceType": "Observation", "id": "token-check", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"},
-                                {"system": MDC, "code": second_code}]},
+                                {"system": MDC, "code": second_code},
+                                {"system": LOCAL, "code": f"L{second_code}"}]},
             "valueQuantity": {"value": value}}
 
 
-def tokens(hub: Hub) -> set[str]:
+def codes(second: str) -> set[str]:
+    """What ``observation(second)`` is searchable by beyond its first coding."""
+    return {second, f"L{second}"}
+
+
+def tokens(hub: Hub, res_id: str = "token-check") -> set[str]:
+    """The codes beyond the first a resource is stored searchable by: its second_code column
+    and its resource_token rows."""
     with hub.engine.connect() as conn:
-        return set(conn.execute(select(ResourceToken.code)
-                                .where(ResourceToken.res_id == "token-check")).scalars())
+        found = set(conn.execute(select(ResourceToken.code)
+                                 .where(ResourceToken.res_id == res_id)).scalars())
+        second = conn.execute(select(Resource.second_code)
+                              .where(Resource.res_id == res_id)).scalar_one_or_none()
+    return found | ({second} if second else set())
 
 
 def test_same_content_twice_is_one_version(hub: Hub) -> None:
@@ -43,11 +56,11 @@ def test_same_content_twice_is_one_version(hub: Hub) -> None:
 def test_a_new_version_is_not_found_by_a_coding_it_dropped(hub: Hub) -> None:
     with write_tx(hub.engine) as conn:
         resources.upsert(conn, [observation("147842")], None)
-    assert tokens(hub) == {"147842"}
+    assert tokens(hub) == codes("147842")
     with write_tx(hub.engine) as conn:
         written = resources.upsert(conn, [observation("149530", value=80)], None)
     assert [w.version_id for w in written] == [2]
-    assert tokens(hub) == {"149530"}
+    assert tokens(hub) == codes("149530")
 
 
 def write_unreturned(hub: Hub, resource: dict[str, Any], *others: dict[str, Any]
@@ -63,17 +76,15 @@ def test_without_the_changed_list_versions_and_tokens_are_the_same(hub: Hub) -> 
     # new rows beside an existing one: the existing one's tokens are redone, not lost
     new = {**observation("147842"), "id": "token-new"}
     write_unreturned(hub, observation("147842"))
-    assert tokens(hub) == {"147842"}
+    assert tokens(hub) == codes("147842")
     write_unreturned(hub, observation("147842"), new)  # unchanged, and one new
-    assert tokens(hub) == {"147842"}
-    write_unreturned(hub, observation("149530", value=80))  # changed: its old coding goes
-    assert tokens(hub) == {"149530"}
+    assert tokens(hub) == codes("147842")
+    write_unreturned(hub, observation("149530", value=80))  # changed: its old codings go
+    assert tokens(hub) == codes("149530")
     with hub.engine.connect() as conn:
         versions = dict(conn.execute(select(Resource.res_id, Resource.version_id)).all())
-        new_tokens = set(conn.execute(select(ResourceToken.code)
-                                      .where(ResourceToken.res_id == "token-new")).scalars())
     assert versions == {"token-check": 2, "token-new": 1}
-    assert new_tokens == {"147842"}
+    assert tokens(hub, "token-new") == codes("147842")
 
 
 def test_rows_of_other_types_are_still_reported(hub: Hub) -> None:

@@ -58,6 +58,7 @@ class Resource(SQLModel, table=True):
         Index("ix_resource_subject_code_eff", "res_type", "subject", "code", "effective"),
         Index("ix_resource_type_eff", "res_type", "effective"),
         Index("ix_resource_type_code", "res_type", "code"),
+        Index("ix_resource_type_second_code", "res_type", "second_code"),
         Index("ix_resource_type_updated", "res_type", "last_updated"),
     )
 
@@ -68,6 +69,10 @@ class Resource(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=128)
     code_system: str | None = Field(default=None, max_length=128)
     code: str | None = Field(default=None, max_length=64)
+    # The second coding of ``code`` (the MDC code of a dual-coded vital sign, the sender's local
+    # code beside LOINC): searchable like ``code``. Further codings are in ``resource_token``.
+    second_code_system: str | None = Field(default=None, max_length=128)
+    second_code: str | None = Field(default=None, max_length=128)
     category: str | None = Field(default=None, max_length=64)
     status: str | None = Field(default=None, max_length=32)
     effective: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
@@ -77,7 +82,8 @@ class Resource(SQLModel, table=True):
 
 
 class ResourceToken(SQLModel, table=True):
-    """Extra searchable codings of a resource beyond its primary ``code`` column."""
+    """Searchable codings of a resource beyond its ``code`` and ``second_code`` columns (the
+    third coding of ``code`` on)."""
 
     __tablename__ = "resource_token"
     __table_args__ = (Index("ix_token_lookup", "res_type", "param", "code", "system"),)

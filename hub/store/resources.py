@@ -56,9 +56,9 @@ def _parse_instant(value: Any) -> datetime | None:
 
 
 def _first_coding(concept: Any) -> tuple[str | None, str | None]:
-    """(system, code) of a CodeableConcept's first coding. An index, not a loop: every
-    resource's code and category come here (_search_text 7.3k -> 5.4k instructions a
-    resource, perf, bench.icount's readings, when this was written in line there)."""
+    """(system, code) of a CodeableConcept's first coding (a resource's category). An index,
+    not a loop (_search_text 7.3k -> 5.4k instructions a resource, perf, bench.icount's
+    readings, when this was written in line there)."""
     if isinstance(concept, dict):
         codings = concept.get("coding")
         if codings:
@@ -68,14 +68,21 @@ def _first_coding(concept: Any) -> tuple[str | None, str | None]:
 
 
 def _search_text(resource: dict[str, Any]) -> tuple[Any, ...]:
-    """subject, code_system, code, category, status, and the effective instant as the resource
-    gives it (unparsed): the order of ``_COLUMNS``."""
+    """subject, code_system, code, second_code_system, second_code, category, status, and the
+    effective instant as the resource gives it (unparsed): the order of ``_COLUMNS``."""
     if resource["resourceType"] == "Patient":
         subject_ref: str | None = f"Patient/{resource['id']}"
     else:
         subject = resource.get("subject") or resource.get("patient")
         subject_ref = subject.get("reference") if isinstance(subject, dict) else None
-    system, code = _first_coding(resource.get("code"))
+    system = code = second_system = second_code = None
+    concept = resource.get("code")
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if codings:  # (in line, not _first_coding: one resource after another comes here)
+        first = codings[0]
+        system, code = first.get("system"), first.get("code")
+        if len(codings) > 1 and (second_code := codings[1].get("code") or None):
+            second_system = codings[1].get("system")
     categories = resource.get("category")
     category = None
     if isinstance(categories, list) and categories:
@@ -89,23 +96,27 @@ def _search_text(resource: dict[str, Any]) -> tuple[Any, ...]:
         or (resource.get("period") or {}).get("start")
         or resource.get("sent")
     )
-    return subject_ref, system, code, category, resource.get("status"), effective
+    return (subject_ref, system, code, second_system, second_code, category,
+            resource.get("status"), effective)
 
 
 def search_columns(resource: dict[str, Any]) -> dict[str, Any]:
-    """The indexed columns of a resource: subject, primary code, category, status, effective."""
+    """The indexed columns of a resource: subject, first and second code, category, status,
+    effective."""
     *values, effective = _search_text(resource)
-    return dict(zip(("subject", "code_system", "code", "category", "status", "effective"),
+    return dict(zip(("subject", "code_system", "code", "second_code_system", "second_code",
+                     "category", "status", "effective"),
                     (*values, _parse_instant(effective)), strict=True))
 
 
 def _extra_tokens(resource: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The codings of ``code`` from the third on (the first two have columns), as tokens."""
     codings = (resource.get("code") or {}).get("coding") or []
-    if codings.__class__ is list and len(codings) < 2:
-        return []  # most resources: one coding, no slice and no comprehension to build
+    if codings.__class__ is list and len(codings) < 3:
+        return []  # most resources: one or two codings, no slice and no comprehension to build
     return [
         (resource["resourceType"], resource["id"], "code", c.get("system") or "", c["code"])
-        for c in codings[1:] if c.get("code")
+        for c in codings[2:] if c.get("code")
     ]
 
 
@@ -120,8 +131,9 @@ def _extra_tokens(resource: dict[str, Any]) -> list[tuple[str, str, str, str, st
 # A staged row holds the ``_STAGED`` columns; version 1 and the write's ``last_updated`` are
 # added by the statement, so rows can be made before the transaction (``stage``) and
 # ``lastUpdated`` is still the time of the write.
-_STAGED = ("res_type", "res_id", "content_hash", "subject", "code_system", "code", "category",
-           "status", "effective", "message_id", "content")
+_STAGED = ("res_type", "res_id", "content_hash", "subject", "code_system", "code",
+           "second_code_system", "second_code", "category", "status", "effective", "message_id",
+           "content")
 _COLUMNS = (*_STAGED, "version_id", "last_updated")
 _ON_CONFLICT = (
     " ON CONFLICT (res_type, res_id) DO UPDATE SET version_id = resource.version_id + 1, "
@@ -131,7 +143,7 @@ _ON_CONFLICT = (
     " RETURNING res_type, res_id, version_id, subject"
 )
 _PG_TYPES = ("varchar", "varchar", "varchar", "varchar", "varchar", "varchar", "varchar",
-             "varchar", "timestamptz", "varchar", "text")
+             "varchar", "varchar", "varchar", "timestamptz", "varchar", "text")
 _PG_UPSERT = (
     f"INSERT INTO resource ({', '.join(_COLUMNS)}) SELECT *, 1, %b::timestamptz FROM unnest("
     + ", ".join(f"%b::{t}[]" for t in _PG_TYPES) + ")" + _ON_CONFLICT
@@ -141,7 +153,7 @@ _PG_TOKENS = ("INSERT INTO resource_token (res_type, res_id, param, system, code
               "%b::varchar[]) ON CONFLICT DO NOTHING")
 _SQLITE_TOKENS = ("INSERT INTO resource_token (res_type, res_id, param, system, code) "
                   "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-_SQLITE_ROWS_PER_STATEMENT = 1000  # 11,001 variables: under SQLite's 32,766
+_SQLITE_ROWS_PER_STATEMENT = 1000  # 13,001 variables: under SQLite's 32,766
 # The write's time is bound once per statement, as its first variable: the rows are a VALUES
 # list of the staged columns alone, selected with the version and the time added ("WHERE true"
 # tells SQLite's parser the ON CONFLICT is the upsert's, not a join's). Binding the time in every
@@ -257,11 +269,11 @@ def stage(dialect: Dialect, resources: list[dict[str, Any]], message_id: str | N
             meta.pop("versionId", None)
             meta.pop("lastUpdated", None)
         content = orjson.dumps(res).decode()
-        digest, (subject, system, code, category, status, effective), extra = \
+        digest, (subject, system, code, system2, code2, category, status, effective), extra = \
             _derived(res, content)
         key = (res["resourceType"], res["id"])
-        rows[key] = (key[0], key[1], digest, subject, system, code, category, status,
-                     effective_of(effective), message_id, content)
+        rows[key] = (key[0], key[1], digest, subject, system, code, system2, code2, category,
+                     status, effective_of(effective), message_id, content)
         if extra:
             tokens.extend(extra)
     return staged

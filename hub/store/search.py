@@ -6,8 +6,9 @@ module turns them into one ``SELECT`` with keyset paging:
 
 * every criterion maps to indexed columns: ``(res_type, res_id)`` primary key, ``subject``/``code``
   /``effective`` (``ix_resource_subject_code_eff``, ``ix_resource_type_eff``,
-  ``ix_resource_type_code``), ``last_updated`` (``ix_resource_type_updated``), the extra codings in
-  ``resource_token`` (``ix_token_lookup``) and ``registry_identifier``'s primary key;
+  ``ix_resource_type_code``), the second coding (``ix_resource_type_second_code``), ``last_updated``
+  (``ix_resource_type_updated``), the further codings in ``resource_token`` (``ix_token_lookup``)
+  and ``registry_identifier``'s primary key;
 * paging is by key, not offset: a page continues strictly after (or before) the sort value and id
   of the row that ended the previous page, so rows inserted meanwhile never shift a page into a
   duplicate or a gap. Rows without a sort value (NULL ``effective``) sort last in either
@@ -174,6 +175,8 @@ def _condition(res_type: str, c: Criterion) -> ColumnElement[bool]:
         parts: list[ColumnElement[bool]] = []
         for t in c.tokens:
             parts.append(and_(R.c.code == t.code, _token_system(R.c.code_system, t.system)))
+            parts.append(and_(R.c.second_code == t.code,
+                              _token_system(R.c.second_code_system, t.system)))
             further = select(TOK.c.res_id).where(
                 TOK.c.res_type == res_type, TOK.c.param == "code", TOK.c.code == t.code,
                 _token_system(TOK.c.system, t.system))
