@@ -270,34 +270,35 @@ def _meta(text: str | None) -> dict[str, Any] | None:
     return found
 
 
+def _by_ids(conn: Connection, what: str, template: str, message_ids: list[str],
+            after: tuple[Any, ...] = ()) -> list[Any]:
+    """The rows of ``template`` (a statement with ``{marks}`` for an IN list of ids, and ``{m}``
+    and ``{lock}`` if it needs them) over ``message_ids``, run in parts of
+    ``_IDS_PER_STATEMENT`` on the driver's cursor; ``after``: parameters after the ids."""
+    mark = MARK[conn.dialect.name]
+    lock = _LOCKED if conn.dialect.name == "postgresql" else ""
+    rows: list[Any] = []
+    with driver_cursor(conn, what) as cursor:
+        for start in range(0, len(message_ids), _IDS_PER_STATEMENT):
+            part = message_ids[start:start + _IDS_PER_STATEMENT]
+            cursor.execute(template.format(marks=", ".join([mark] * len(part)), m=mark,
+                                           lock=lock), (*part, *after))
+            rows += cursor.fetchall()
+    return rows
+
+
 def take(conn: Connection, message_ids: list[str]) -> set[str]:
     """Of ``message_ids`` (read earlier without locks), those still received, now this
     transaction's: on PostgreSQL locked ``FOR UPDATE SKIP LOCKED`` (a message another worker
     holds is not taken), on SQLite under the write lock the caller's transaction holds."""
-    if not message_ids:
-        return set()
-    mark = MARK[conn.dialect.name]
-    lock = _LOCKED if conn.dialect.name == "postgresql" else ""
-    taken: set[str] = set()
-    with driver_cursor(conn, "inbox take") as cursor:
-        for start in range(0, len(message_ids), _IDS_PER_STATEMENT):
-            part = message_ids[start:start + _IDS_PER_STATEMENT]
-            cursor.execute(_TAKE.format(marks=", ".join([mark] * len(part)), m=mark, lock=lock),
-                           (*part, STATUS_RECEIVED))
-            taken.update(row[0] for row in cursor.fetchall())
-    return taken
+    return {row[0] for row in _by_ids(conn, "inbox take", _TAKE, message_ids,
+                                      (STATUS_RECEIVED,))}
 
 
 def bodies(conn: Connection, message_ids: list[str]) -> dict[str, bytes]:
     """The bodies of these messages, by id (through the driver's cursor, as ``claim``)."""
-    mark = MARK[conn.dialect.name]
-    found: dict[str, bytes] = {}
-    with driver_cursor(conn, "inbox bodies") as cursor:
-        for start in range(0, len(message_ids), _IDS_PER_STATEMENT):
-            ids = message_ids[start:start + _IDS_PER_STATEMENT]
-            cursor.execute(_BODIES.format(marks=", ".join([mark] * len(ids))), ids)
-            found.update((mid, bytes(body)) for mid, body in cursor.fetchall())
-    return found
+    return {mid: bytes(body) for mid, body in _by_ids(conn, "inbox bodies", _BODIES,
+                                                      message_ids)}
 
 
 def finish(
